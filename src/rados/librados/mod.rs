@@ -1,0 +1,1 @@
+//! The real-Ceph backend (in progress).
