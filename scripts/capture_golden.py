@@ -276,8 +276,14 @@ def cmd_workload(conf, pool, image):
                 note("write", offset=off, length=ln, byte=byte)
             img.flush()
             note("flush")
+            # a 4 KiB discard inside an 8 KiB object is a partial discard: librbd skips it
+            # (rbd_skip_partial_discard) and journals nothing
             img.discard(65536, 4096)
-            note("discard", offset=65536, length=4096)
+            note("discard_partial_not_journaled", offset=65536, length=4096)
+            img.write(b"\x99" * 65536, 4 << 20)
+            note("write", offset=4 << 20, length=65536, byte=0x99)
+            img.discard(4 << 20, 65536)  # object-aligned: journaled as AioDiscard
+            note("discard", offset=4 << 20, length=65536)
             img.write_zeroes(1 << 20, 8192)
             note("write_zeroes", offset=1 << 20, length=8192)
             img.flush()
