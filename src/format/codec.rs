@@ -583,19 +583,19 @@ macro_rules! framed_struct {
     };
 }
 
-/// A wire enum with named values and an `Unknown` catch-all, so values from newer releases
+/// A wire enum with named values and an `Other(raw)` catch-all, so values from newer releases
 /// survive a decode/encode round trip instead of failing the whole structure.
 macro_rules! wire_enum {
     ($(#[$m:meta])* pub enum $name:ident: $repr:ident { $($(#[$vm:meta])* $var:ident = $val:expr),* $(,)? }) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum $name { $($(#[$vm])* $var,)* Unknown($repr) }
+        pub enum $name { $($(#[$vm])* $var,)* Other($repr) }
         impl $name {
             pub fn from_raw(v: $repr) -> Self {
-                match v { $($val => $name::$var,)* other => $name::Unknown(other) }
+                match v { $($val => $name::$var,)* other => $name::Other(other) }
             }
             pub fn raw(self) -> $repr {
-                match self { $($name::$var => $val,)* $name::Unknown(v) => v }
+                match self { $($name::$var => $val,)* $name::Other(v) => v }
             }
         }
         impl $crate::format::codec::Encode for $name {
@@ -612,6 +612,17 @@ macro_rules! wire_enum {
 }
 
 pub(crate) use {framed_struct, wire_enum, wire_struct};
+
+wire_struct! {
+    /// The paged-listing input shared by cls methods (`mirror_image_list`,
+    /// `mirror_image_status_list`, `mirror_image_instance_list`, `mirror_image_map_list`,
+    /// `client_list`, `dir_list`, `metadata_list`): continue after `start_after` (empty =
+    /// from the start), at most `max_return` entries.
+    pub struct ListInput {
+        pub start_after: String,
+        pub max_return: u64,
+    }
+}
 
 /// Test helpers: hex with `"ascii"` runs, as the spec writes its examples.
 #[cfg(test)]

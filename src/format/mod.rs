@@ -5,5 +5,7 @@
 //! - [`entity`]: `entity_name_t`, `entity_addr_t`, `entity_inst_t`.
 pub mod codec;
 pub mod entity;
+pub mod journal;
+pub mod mirror;
 
 pub use codec::{Decode, DecodeError, Decoder, Encode, Encoder, UTime};
