@@ -5,7 +5,11 @@
 //! - [`entity`]: `entity_name_t`, `entity_addr_t`, `entity_inst_t`.
 pub mod codec;
 pub mod entity;
+pub mod entry;
+pub mod event;
+pub mod image;
 pub mod journal;
 pub mod mirror;
+pub mod object_map;
 
 pub use codec::{Decode, DecodeError, Decoder, Encode, Encoder, UTime};
