@@ -3,13 +3,16 @@
 //!
 //! - [`codec`]: `Decoder`/`Encoder`, the `Encode`/`Decode` traits, `DecodeError`, `UTime`.
 //! - [`entity`]: `entity_name_t`, `entity_addr_t`, `entity_inst_t`.
+pub mod client_data;
 pub mod codec;
 pub mod entity;
 pub mod entry;
 pub mod event;
 pub mod image;
 pub mod journal;
+pub mod lock;
 pub mod mirror;
+pub mod notify;
 pub mod object_map;
 
 pub use codec::{Decode, DecodeError, Decoder, Encode, Encoder, UTime};
