@@ -166,7 +166,7 @@ wire_struct! {
     /// `librbd::journal::TagData` (no frame): who owns this epoch and where the last ended.
     #[derive(Default)]
     pub struct TagData {
-        /// "" = primary here, "<orphan>" = demoted, else the remote primary's mirror uuid.
+        /// `""` = primary here, `"<orphan>"` = demoted, else the remote primary's mirror uuid.
         pub mirror_uuid: String,
         pub predecessor: TagPredecessor,
     }

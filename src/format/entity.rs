@@ -7,7 +7,7 @@
 //! The address keeps the sockaddr as raw bytes exactly as the msgr2 form carries them
 //! (family little-endian, port and address in network order), so a decode/encode round trip
 //! is byte-identical; [`EntityAddr::socket_addr`] interprets them. The pre-Nautilus legacy
-//! form (marker 0, a 128-byte `sockaddr_storage` with a big-endian family) is decoded [SRC]
+//! form (marker 0, a 128-byte `sockaddr_storage` with a big-endian family) is decoded \[SRC\]
 //! and converted to the msgr2 form; we only ever encode the msgr2 form.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn mutated_golden_never_panics() {
-        mutate_all(&hex(INST_4134), |b| EntityInst::from_bytes(b));
+        mutate_all(&hex(INST_4134), EntityInst::from_bytes);
     }
 
     proptest! {

@@ -4,7 +4,7 @@
 //!
 //! Replaces `cls/rbd/cls_rbd.h` (`cls_rbd_snap`, `cls_rbd_parent`), the snapshot parts of
 //! `cls/rbd/cls_rbd_types.{h,cc}`, `common/bit_vector.hpp`, and the argument packing of
-//! `cls/rbd/cls_rbd_client.cc`. Layouts marked [SRC] were read from Ceph's sources but not
+//! `cls/rbd/cls_rbd_client.cc`. Layouts marked \[SRC\] were read from Ceph's sources but not
 //! captured from a live cluster; the rest are checked against the spec's golden bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 
 use super::codec::{
-    wire_enum, wire_struct, Decode, DecodeError, Decoder, Encode, Encoder, Result, UTime,
+    wire_enum, wire_struct, Decode, Decoder, Encode, Encoder, Result, UTime,
 };
 
 /// `CEPH_NOSNAP`: "the head", the snap id for methods asking about the live image.
@@ -96,11 +96,11 @@ pub mod keys {
 pub enum SnapshotNamespace {
     #[default]
     User,
-    /// [SRC] A member of a group snapshot.
+    /// \[SRC\] A member of a group snapshot.
     Group { group_pool: i64, group_id: String, group_snapshot_id: String },
-    /// [SRC] Removed while clones still depend on it.
+    /// \[SRC\] Removed while clones still depend on it.
     Trash { original_name: String, original_snapshot_namespace_type: u32 },
-    /// [SRC] Snapshot-based mirroring; never produced in journal mode.
+    /// \[SRC\] Snapshot-based mirroring; never produced in journal mode.
     Mirror {
         /// 0 primary, 1 primary-demoted, 2 non-primary, 3 non-primary-demoted.
         state: u8,
@@ -200,7 +200,8 @@ wire_enum! {
 }
 
 /// `cls_rbd_snap` as Nautilus+ OSDs store it (v8/compat 8) under `snapshot_<id>`. Older
-/// layouts (v < 8) are refused with [`DecodeError::UnsupportedVersion`].
+/// layouts (v < 8) are refused with
+/// [`DecodeError::UnsupportedVersion`](super::codec::DecodeError::UnsupportedVersion).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotRecord {
     pub id: u64,
@@ -288,7 +289,7 @@ impl Decode for SnapshotInfo {
     }
 }
 
-/// [SRC] `cls_rbd_parent` (header key `parent` of a clone). We write v2 (Nautilus+); v1
+/// \[SRC\] `cls_rbd_parent` (header key `parent` of a clone). We write v2 (Nautilus+); v1
 /// (no namespace, plain overlap) is read for old headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParentInfo {
@@ -367,7 +368,7 @@ wire_struct! {
 }
 
 wire_struct! {
-    /// [SRC] `set_features` input: set the bits of `mask` to those in `features`.
+    /// \[SRC\] `set_features` input: set the bits of `mask` to those in `features`.
     pub struct SetFeaturesInput {
         pub features: u64,
         pub mask: u64,
@@ -401,7 +402,7 @@ wire_struct! {
 }
 
 wire_struct! {
-    /// [SRC] `snapshot_rename` input.
+    /// \[SRC\] `snapshot_rename` input.
     pub struct SnapshotRenameInput {
         pub src_snap_id: u64,
         pub dst_name: String,
@@ -409,7 +410,7 @@ wire_struct! {
 }
 
 wire_struct! {
-    /// [SRC] `set_protection_status` input.
+    /// \[SRC\] `set_protection_status` input.
     pub struct SetProtectionStatusInput {
         pub snap_id: u64,
         pub status: ProtectionStatus,
@@ -433,7 +434,7 @@ wire_struct! {
 }
 
 wire_struct! {
-    /// [SRC] `dir_rename_image` input.
+    /// \[SRC\] `dir_rename_image` input.
     pub struct DirRenameInput {
         pub src: String,
         pub dst: String,
@@ -464,7 +465,7 @@ wire_struct! {
 mod tests {
     use super::*;
     use crate::format::codec::testutil::*;
-    use crate::format::codec::ListInput;
+    use crate::format::codec::{DecodeError, ListInput};
     use proptest::prelude::*;
 
     const SNAP_GOLD: &str = r#"08 08 38000000 0800000000000000 04000000"gold" 0000000500000000 00 0300000000000000

@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 
-use super::codec::{framed_struct, wire_enum, wire_struct, Decode, DecodeError, Result};
+use super::codec::{framed_struct, wire_enum, wire_struct, DecodeError, Result};
 
 /// `tag_create`'s "allocate a new tag class" marker.
 pub const TAG_CLASS_NEW: u64 = u64::MAX;
@@ -229,7 +229,7 @@ wire_struct! {
 mod tests {
     use super::*;
     use crate::format::codec::testutil::*;
-    use crate::format::codec::Encode;
+    use crate::format::codec::{Decode, Encode};
     use proptest::prelude::*;
 
     const IMAGE_CLIENT_4: &str = "01 01 9e000000 00000000

@@ -1,9 +1,9 @@
 //! cls_lock method inputs and replies (class `"lock"`): what librbd's exclusive lock and
 //! rbd-mirror's leader lock are made of (spec §5.6).
 //!
-//! Layouts are [SRC]: read from Ceph's `cls/lock/cls_lock_ops.h` and
+//! Layouts are \[SRC\]: read from Ceph's `cls/lock/cls_lock_ops.h` and
 //! `cls/lock/cls_lock_types.h`, not captured from a live cluster, except `cls_lock_lock_op`,
-//! whose field list the spec confirms [LIVE] (the bytes themselves were not captured).
+//! whose field list the spec confirms \[LIVE\] (the bytes themselves were not captured).
 //! Every struct is a v1/compat 1 frame. Ceph's decoders also accept a pre-framing legacy
 //! form (`DECODE_START_LEGACY_COMPAT_LEN`); no Pacific daemon writes it and we do not read it.
 //! Replaces the encoders of those two headers.

@@ -5,7 +5,7 @@
 //! are read only when the frame's version has them, unknown ops keep their body. Journal
 //! header notifies carry an empty payload and need no type. Replaces
 //! `librbd/mirroring_watcher/Types.{h,cc}` and `librbd/WatchNotifyTypes.{h,cc}`; the
-//! header-op bodies beyond the captured ones are [SRC] (Pacific's v7 encoder).
+//! header-op bodies beyond the captured ones are \[SRC\] (Pacific's v7 encoder).
 
 use bytes::Bytes;
 

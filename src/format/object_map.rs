@@ -8,7 +8,7 @@
 //!
 //! We keep the footer as opaque bytes: readers here only need states, a memory backend that
 //! stores maps re-encodes without CRCs (as `object_map_load` does), and any mutation drops
-//! the stale footer. CRC layout and verification are [SRC].
+//! the stale footer. CRC layout and verification are \[SRC\].
 
 use bytes::Bytes;
 
@@ -93,10 +93,8 @@ impl ObjectMap {
         self.data.resize(bytes, 0);
         self.len = len;
         // Clear bits beyond the end so equal maps encode equally.
-        if len % PER_BYTE != 0 {
-            if let Some(last) = self.data.last_mut() {
-                *last &= !(0xffu8 >> (2 * (len % PER_BYTE)));
-            }
+        if let (false, Some(last)) = (len.is_multiple_of(PER_BYTE), self.data.last_mut()) {
+            *last &= !(0xffu8 >> (2 * (len % PER_BYTE)));
         }
         for i in old..len {
             self.set(i, state);
