@@ -177,8 +177,9 @@ impl EntryScan {
 /// result and in errors are relative to `buf`.
 pub fn scan_entries(buf: Bytes) -> Result<EntryScan> {
     let mut scanner = EntryScanner::new(buf);
-    // Records are at least OVERHEAD bytes; this bound keeps the reservation input-sized.
-    let mut entries = Vec::with_capacity(scanner.buf.len() / OVERHEAD);
+    // No up-front reservation: sized from the input it could be ~1.7× the buffer (one
+    // ScannedEntry per 33 bytes); real objects hold a few thousand records.
+    let mut entries = Vec::new();
     for item in scanner.by_ref() {
         entries.push(item?);
     }
