@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rbd_relay::format::codec::{Decode, Encode, UTime};
-use rbd_relay::format::entry::{scan_entries, Entry};
+use rbd_relay::format::entry::{Entry, scan_entries};
 use rbd_relay::format::event::{Event, EventEntry};
 
 const OBJECT_SIZE: usize = 16 << 20;
@@ -30,7 +30,11 @@ fn build_object() -> Bytes {
             },
             timestamp: UTime::new(1_795_582_001, 311_211_051),
         };
-        let entry = Entry { entry_tid, tag_tid: 1, data: event.to_bytes() };
+        let entry = Entry {
+            entry_tid,
+            tag_tid: 1,
+            data: event.to_bytes(),
+        };
         if obj.len() + entry.encoded_len() > OBJECT_SIZE {
             break;
         }
@@ -51,13 +55,19 @@ fn measure(name: &str, bytes: usize, min: Duration, mut f: impl FnMut() -> usize
     }
     let secs = start.elapsed().as_secs_f64();
     let gbps = (bytes as f64 * f64::from(runs)) / secs / 1e9;
-    println!("{name:<28} {runs:>5} runs  {:>8.3} ms/object  {gbps:>7.2} GB/s", secs * 1e3 / f64::from(runs));
+    println!(
+        "{name:<28} {runs:>5} runs  {:>8.3} ms/object  {gbps:>7.2} GB/s",
+        secs * 1e3 / f64::from(runs)
+    );
 }
 
 fn main() {
     let obj = build_object();
     let records = scan_entries(obj.clone()).expect("scan").entries.len();
-    println!("object: {} bytes, {records} AioWrite records of {WRITE_SIZE} B", obj.len());
+    println!(
+        "object: {} bytes, {records} AioWrite records of {WRITE_SIZE} B",
+        obj.len()
+    );
     let min = Duration::from_secs(2);
 
     measure("scan (framing + crc32c)", obj.len(), min, || {

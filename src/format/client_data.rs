@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::codec::{wire_enum, wire_struct, Decode, Decoder, Encode, Encoder, Result};
+use super::codec::{Decode, Decoder, Encode, Encoder, Result, wire_enum, wire_struct};
 use super::image::SnapshotNamespace;
 
 /// librbd's own journal client id.
@@ -53,7 +53,11 @@ impl MirrorPeerSyncPoint {
             snap_name: d.get()?,
             from_snap_name: d.get()?,
             object_number: d.get()?,
-            snap_namespace: if version >= 2 { d.get()? } else { SnapshotNamespace::User },
+            snap_namespace: if version >= 2 {
+                d.get()?
+            } else {
+                SnapshotNamespace::User
+            },
         })
     }
 }
@@ -74,12 +78,18 @@ pub struct MirrorPeerClientMeta {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientData {
     /// librbd itself (client id ""): its tag class and whether a resync was requested.
-    Image { tag_class: u64, resync_requested: bool },
+    Image {
+        tag_class: u64,
+        resync_requested: bool,
+    },
     MirrorPeer(MirrorPeerClientMeta),
     /// The `rbd` CLI (e.g. `rbd journal ...`).
     Cli,
     /// A meta type from a newer release, body kept verbatim.
-    Unknown { client_meta_type: u32, body: Bytes },
+    Unknown {
+        client_meta_type: u32,
+        body: Bytes,
+    },
 }
 
 impl ClientData {
@@ -88,7 +98,9 @@ impl ClientData {
             ClientData::Image { .. } => 0,
             ClientData::MirrorPeer(_) => 1,
             ClientData::Cli => 2,
-            ClientData::Unknown { client_meta_type, .. } => *client_meta_type,
+            ClientData::Unknown {
+                client_meta_type, ..
+            } => *client_meta_type,
         }
     }
 }
@@ -98,7 +110,10 @@ impl Encode for ClientData {
         e.frame(CLIENT_DATA_VERSION, 1, |e| {
             e.u32(self.client_meta_type());
             match self {
-                ClientData::Image { tag_class, resync_requested } => {
+                ClientData::Image {
+                    tag_class,
+                    resync_requested,
+                } => {
                     e.u64(*tag_class);
                     e.bool(*resync_requested);
                 }
@@ -124,7 +139,10 @@ impl Decode for ClientData {
         let v = f.version;
         let b = &mut f.body;
         Ok(match b.u32()? {
-            0 => ClientData::Image { tag_class: b.get()?, resync_requested: b.get()? },
+            0 => ClientData::Image {
+                tag_class: b.get()?,
+                resync_requested: b.get()?,
+            },
             1 => {
                 let image_id = b.get()?;
                 let state = b.get()?;
@@ -145,7 +163,10 @@ impl Decode for ClientData {
                 })
             }
             2 => ClientData::Cli,
-            client_meta_type => ClientData::Unknown { client_meta_type, body: b.rest() },
+            client_meta_type => ClientData::Unknown {
+                client_meta_type,
+                body: b.rest(),
+            },
         })
     }
 }
@@ -186,7 +207,7 @@ impl TagData {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::codec::testutil::*;
+    use crate::format::testutil::*;
     use proptest::prelude::*;
 
     const IMAGE_META: &str = "02010d000000 00000000 0000000000000000 00";
@@ -200,7 +221,13 @@ mod tests {
     fn golden_client_data() {
         let raw = hex(IMAGE_META);
         let c = ClientData::from_bytes(raw.clone()).unwrap();
-        assert_eq!(c, ClientData::Image { tag_class: 0, resync_requested: false });
+        assert_eq!(
+            c,
+            ClientData::Image {
+                tag_class: 0,
+                resync_requested: false
+            }
+        );
         assert_eq!(c.to_bytes(), raw);
 
         for (h, seqs) in [(PEER_PRUNED, vec![]), (PEER_SEQS, vec![(6, 4)])] {
@@ -221,24 +248,60 @@ mod tests {
     #[test]
     fn golden_tag_data() {
         let cases = [
-            ("00000000 00000000 01 0100000000000000 1500000000000000", "", "", true, 1, 21),
-            (r#"08000000 "<orphan>" 00000000 01 0600000000000000 0100000000000000"#, ORPHAN_MIRROR_UUID, "", true, 6, 1),
-            (&format!(r#"24000000 "{A}" 00000000 00 0000000000000000 0000000000000000"#), A, "", false, 0, 0),
-            (r#"00000000 08000000 "<orphan>" 01 0700000000000000 0100000000000000"#, "", ORPHAN_MIRROR_UUID, true, 7, 1),
+            (
+                "00000000 00000000 01 0100000000000000 1500000000000000",
+                "",
+                "",
+                true,
+                1,
+                21,
+            ),
+            (
+                r#"08000000 "<orphan>" 00000000 01 0600000000000000 0100000000000000"#,
+                ORPHAN_MIRROR_UUID,
+                "",
+                true,
+                6,
+                1,
+            ),
+            (
+                &format!(r#"24000000 "{A}" 00000000 00 0000000000000000 0000000000000000"#),
+                A,
+                "",
+                false,
+                0,
+                0,
+            ),
+            (
+                r#"00000000 08000000 "<orphan>" 01 0700000000000000 0100000000000000"#,
+                "",
+                ORPHAN_MIRROR_UUID,
+                true,
+                7,
+                1,
+            ),
         ];
         for (h, owner, pred_owner, valid, tag, entry) in cases {
             let raw = hex(h);
             let t = TagData::from_bytes(raw.clone()).unwrap();
             let want = TagData {
                 mirror_uuid: owner.into(),
-                predecessor: TagPredecessor { mirror_uuid: pred_owner.into(), commit_valid: valid, tag_tid: tag, entry_tid: entry },
+                predecessor: TagPredecessor {
+                    mirror_uuid: pred_owner.into(),
+                    commit_valid: valid,
+                    tag_tid: tag,
+                    entry_tid: entry,
+                },
             };
             assert_eq!(t, want);
             assert_eq!(t.to_bytes(), raw);
         }
         assert!(TagData::default().is_local());
         // A.4: the tag_create payload for a fresh primary journal.
-        assert_eq!(TagData::default().to_bytes(), hex("00000000 00000000 00 0000000000000000 0000000000000000"));
+        assert_eq!(
+            TagData::default().to_bytes(),
+            hex("00000000 00000000 00 0000000000000000 0000000000000000")
+        );
     }
 
     #[test]
@@ -248,7 +311,12 @@ mod tests {
             state: MirrorPeerState::Syncing,
             sync_object_count: 0,
             sync_points: vec![
-                MirrorPeerSyncPoint { snap_name: ".rbd-mirror.x.y".into(), from_snap_name: "".into(), object_number: Some(7), snap_namespace: SnapshotNamespace::User },
+                MirrorPeerSyncPoint {
+                    snap_name: ".rbd-mirror.x.y".into(),
+                    from_snap_name: "".into(),
+                    object_number: Some(7),
+                    snap_namespace: SnapshotNamespace::User,
+                },
                 MirrorPeerSyncPoint::default(),
             ],
             snap_seqs: [(1, 2), (3, 4)].into(),
@@ -256,25 +324,47 @@ mod tests {
         let c = ClientData::MirrorPeer(meta);
         assert_eq!(ClientData::from_bytes(c.to_bytes()).unwrap(), c);
         // v1: sync point without namespace.
-        let raw = hex(r#"010127000000 01000000 01000000"i" 00000000 0000000000000000 01000000
-            01000000"s" 00000000 00 00000000"#);
-        let ClientData::MirrorPeer(m) = ClientData::from_bytes(raw).unwrap() else { panic!() };
-        assert_eq!(m.sync_points, vec![MirrorPeerSyncPoint { snap_name: "s".into(), ..Default::default() }]);
+        let raw = hex(
+            r#"010127000000 01000000 01000000"i" 00000000 0000000000000000 01000000
+            01000000"s" 00000000 00 00000000"#,
+        );
+        let ClientData::MirrorPeer(m) = ClientData::from_bytes(raw).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            m.sync_points,
+            vec![MirrorPeerSyncPoint {
+                snap_name: "s".into(),
+                ..Default::default()
+            }]
+        );
     }
 
     #[test]
     fn unknown_meta_type_is_kept() {
         let raw = hex("020106000000 07000000 aabb");
         let c = ClientData::from_bytes(raw.clone()).unwrap();
-        assert_eq!(c, ClientData::Unknown { client_meta_type: 7, body: hex("aabb") });
+        assert_eq!(
+            c,
+            ClientData::Unknown {
+                client_meta_type: 7,
+                body: hex("aabb")
+            }
+        );
         assert_eq!(c.to_bytes(), raw);
-        assert_eq!(ClientData::from_bytes(hex("020104000000 02000000")).unwrap(), ClientData::Cli);
+        assert_eq!(
+            ClientData::from_bytes(hex("020104000000 02000000")).unwrap(),
+            ClientData::Cli
+        );
     }
 
     #[test]
     fn mutated_goldens_never_panic() {
         mutate_all(&hex(PEER_SEQS), ClientData::from_bytes);
-        mutate_all(&hex(r#"08000000 "<orphan>" 00000000 01 0600000000000000 0100000000000000"#), TagData::from_bytes);
+        mutate_all(
+            &hex(r#"08000000 "<orphan>" 00000000 01 0600000000000000 0100000000000000"#),
+            TagData::from_bytes,
+        );
     }
 
     proptest! {

@@ -27,11 +27,23 @@ pub enum DecodeError {
     #[error("truncated input: need {need} bytes, have {have}")]
     Truncated { need: usize, have: usize },
     #[error("{what}: length {len} exceeds the {remaining} bytes left")]
-    BadLength { what: &'static str, len: u64, remaining: usize },
+    BadLength {
+        what: &'static str,
+        len: u64,
+        remaining: usize,
+    },
     #[error("{what}: encoding needs decoder version {compat}, we support up to {supported}")]
-    IncompatibleVersion { what: &'static str, compat: u8, supported: u8 },
+    IncompatibleVersion {
+        what: &'static str,
+        compat: u8,
+        supported: u8,
+    },
     #[error("{what}: encoding version {version} is older than the oldest we read ({min})")]
-    UnsupportedVersion { what: &'static str, version: u8, min: u8 },
+    UnsupportedVersion {
+        what: &'static str,
+        version: u8,
+        min: u8,
+    },
     #[error("{what}: invalid value {value}")]
     BadValue { what: &'static str, value: u64 },
     #[error("{what}: string is not UTF-8")]
@@ -40,8 +52,14 @@ pub enum DecodeError {
     TrailingBytes { count: usize },
     #[error("journal entry at offset {offset}: bad preamble {found:#018x}")]
     BadPreamble { offset: usize, found: u64 },
-    #[error("journal entry at offset {offset}: crc {computed:#010x} does not match stored {stored:#010x}")]
-    BadCrc { offset: usize, stored: u32, computed: u32 },
+    #[error(
+        "journal entry at offset {offset}: crc {computed:#010x} does not match stored {stored:#010x}"
+    )]
+    BadCrc {
+        offset: usize,
+        stored: u32,
+        computed: u32,
+    },
 }
 
 impl DecodeError {
@@ -114,7 +132,10 @@ impl Decoder {
     #[inline]
     fn need(&self, n: usize) -> Result<()> {
         if self.buf.len() < n {
-            Err(DecodeError::Truncated { need: n, have: self.buf.len() })
+            Err(DecodeError::Truncated {
+                need: n,
+                have: self.buf.len(),
+            })
         } else {
             Ok(())
         }
@@ -159,7 +180,11 @@ impl Decoder {
         let len = self.u32()?;
         let remaining = self.buf.len();
         if len as usize > remaining {
-            return Err(DecodeError::BadLength { what, len: len.into(), remaining });
+            return Err(DecodeError::BadLength {
+                what,
+                len: len.into(),
+                remaining,
+            });
         }
         Ok(len as usize)
     }
@@ -184,7 +209,11 @@ impl Decoder {
         let n = self.u32()?;
         let remaining = self.buf.len();
         if (n as usize).saturating_mul(min_len.max(1)) > remaining {
-            return Err(DecodeError::BadLength { what, len: n.into(), remaining });
+            return Err(DecodeError::BadLength {
+                what,
+                len: n.into(),
+                remaining,
+            });
         }
         Ok(n as usize)
     }
@@ -196,10 +225,20 @@ impl Decoder {
         let version = self.buf.get_u8();
         let compat = self.buf.get_u8();
         if compat > supported {
-            return Err(DecodeError::IncompatibleVersion { what, compat, supported });
+            return Err(DecodeError::IncompatibleVersion {
+                what,
+                compat,
+                supported,
+            });
         }
         let len = self.length(what)?;
-        Ok(Frame { version, compat, body: Decoder { buf: self.buf.split_to(len) } })
+        Ok(Frame {
+            version,
+            compat,
+            body: Decoder {
+                buf: self.buf.split_to(len),
+            },
+        })
     }
 
     /// Like [`Decoder::frame`] but also refuses encodings older than `min` (layouts we do not
@@ -207,7 +246,11 @@ impl Decoder {
     pub fn frame_at_least(&mut self, what: &'static str, min: u8, supported: u8) -> Result<Frame> {
         let frame = self.frame(what, supported)?;
         if frame.version < min {
-            return Err(DecodeError::UnsupportedVersion { what, version: frame.version, min });
+            return Err(DecodeError::UnsupportedVersion {
+                what,
+                version: frame.version,
+                min,
+            });
         }
         Ok(frame)
     }
@@ -217,7 +260,9 @@ impl Decoder {
         if self.buf.is_empty() {
             Ok(())
         } else {
-            Err(DecodeError::TrailingBytes { count: self.buf.len() })
+            Err(DecodeError::TrailingBytes {
+                count: self.buf.len(),
+            })
         }
     }
 
@@ -236,11 +281,15 @@ pub struct Encoder {
 
 impl Encoder {
     pub fn new() -> Self {
-        Encoder { buf: BytesMut::new() }
+        Encoder {
+            buf: BytesMut::new(),
+        }
     }
 
     pub fn with_capacity(cap: usize) -> Self {
-        Encoder { buf: BytesMut::with_capacity(cap) }
+        Encoder {
+            buf: BytesMut::with_capacity(cap),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -473,7 +522,11 @@ impl<T: Encode> Encode for Option<T> {
 }
 impl<T: Decode> Decode for Option<T> {
     fn decode(d: &mut Decoder) -> Result<Self> {
-        if d.bool()? { Ok(Some(T::decode(d)?)) } else { Ok(None) }
+        if d.bool()? {
+            Ok(Some(T::decode(d)?))
+        } else {
+            Ok(None)
+        }
     }
 }
 
@@ -518,7 +571,10 @@ impl UTime {
 
     /// From a duration since the Unix epoch; seconds past 2106 saturate.
     pub fn from_duration(d: std::time::Duration) -> Self {
-        UTime { sec: u32::try_from(d.as_secs()).unwrap_or(u32::MAX), nsec: d.subsec_nanos() }
+        UTime {
+            sec: u32::try_from(d.as_secs()).unwrap_or(u32::MAX),
+            nsec: d.subsec_nanos(),
+        }
     }
 }
 
@@ -531,87 +587,14 @@ impl Encode for UTime {
 impl Decode for UTime {
     const MIN_LEN: usize = 8;
     fn decode(d: &mut Decoder) -> Result<Self> {
-        Ok(UTime { sec: d.u32()?, nsec: d.u32()? })
+        Ok(UTime {
+            sec: d.u32()?,
+            nsec: d.u32()?,
+        })
     }
 }
 
-/// A plain struct whose encoding is its fields back to back (no frame): cls method inputs
-/// and outputs, and unframed librbd pieces. Fields are decoded in declaration order.
-macro_rules! wire_struct {
-    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* pub $f:ident : $t:ty),* $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, PartialEq, Eq)]
-        pub struct $name { $($(#[$fm])* pub $f: $t),* }
-        impl $crate::format::codec::Encode for $name {
-            fn encode(&self, e: &mut $crate::format::codec::Encoder) {
-                $( e.put(&self.$f); )*
-            }
-        }
-        impl $crate::format::codec::Decode for $name {
-            const MIN_LEN: usize = 0 $( + <$t as $crate::format::codec::Decode>::MIN_LEN )*;
-            fn decode(d: &mut $crate::format::codec::Decoder)
-                -> $crate::format::codec::Result<Self> {
-                Ok($name { $( $f: d.get()? ),* })
-            }
-        }
-    };
-}
-
-/// A struct inside one `ENCODE_START(v, compat)` frame whose fields are all present since
-/// version 1 (anything a newer writer appends is skipped by the frame).
-macro_rules! framed_struct {
-    ($(#[$m:meta])* pub struct $name:ident ($v:expr, $compat:expr) {
-        $($(#[$fm:meta])* pub $f:ident : $t:ty),* $(,)?
-    }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, PartialEq, Eq)]
-        pub struct $name { $($(#[$fm])* pub $f: $t),* }
-        impl $crate::format::codec::Encode for $name {
-            fn encode(&self, e: &mut $crate::format::codec::Encoder) {
-                e.frame($v, $compat, |e| { $( e.put(&self.$f); )* });
-            }
-        }
-        impl $crate::format::codec::Decode for $name {
-            const MIN_LEN: usize = 6;
-            fn decode(d: &mut $crate::format::codec::Decoder)
-                -> $crate::format::codec::Result<Self> {
-                let mut f = d.frame(stringify!($name), $v)?;
-                let b = &mut f.body;
-                Ok($name { $( $f: b.get()? ),* })
-            }
-        }
-    };
-}
-
-/// A wire enum with named values and an `Other(raw)` catch-all, so values from newer releases
-/// survive a decode/encode round trip instead of failing the whole structure.
-macro_rules! wire_enum {
-    ($(#[$m:meta])* pub enum $name:ident: $repr:ident { $($(#[$vm:meta])* $var:ident = $val:expr),* $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum $name { $($(#[$vm])* $var,)* Other($repr) }
-        impl $name {
-            pub fn from_raw(v: $repr) -> Self {
-                match v { $($val => $name::$var,)* other => $name::Other(other) }
-            }
-            pub fn raw(self) -> $repr {
-                match self { $($name::$var => $val,)* $name::Other(v) => v }
-            }
-        }
-        impl $crate::format::codec::Encode for $name {
-            fn encode(&self, e: &mut $crate::format::codec::Encoder) { e.$repr(self.raw()) }
-        }
-        impl $crate::format::codec::Decode for $name {
-            const MIN_LEN: usize = std::mem::size_of::<$repr>();
-            fn decode(d: &mut $crate::format::codec::Decoder)
-                -> $crate::format::codec::Result<Self> {
-                Ok($name::from_raw(d.$repr()?))
-            }
-        }
-    };
-}
-
-pub(crate) use {framed_struct, wire_enum, wire_struct};
+pub(crate) use super::macros::{framed_struct, wire_enum, wire_struct};
 
 wire_struct! {
     /// The paged-listing input shared by cls methods (`mirror_image_list`,
@@ -624,68 +607,10 @@ wire_struct! {
     }
 }
 
-/// Test helpers: hex with `"ascii"` runs, as the spec writes its examples.
-#[cfg(test)]
-pub(crate) mod testutil {
-    use bytes::Bytes;
-
-    /// Parses hex digits, ignoring whitespace and `|`, with `"..."` meaning literal ASCII.
-    pub fn hex(s: &str) -> Bytes {
-        let mut out = Vec::new();
-        let mut chars = s.chars().peekable();
-        let mut nibble: Option<u8> = None;
-        while let Some(c) = chars.next() {
-            match c {
-                '"' => {
-                    assert!(nibble.is_none(), "odd hex digit before a string");
-                    for c in chars.by_ref() {
-                        if c == '"' {
-                            break;
-                        }
-                        out.push(c as u8);
-                    }
-                }
-                c if c.is_ascii_hexdigit() => {
-                    let v = c.to_digit(16).unwrap() as u8;
-                    match nibble.take() {
-                        None => nibble = Some(v),
-                        Some(h) => out.push(h << 4 | v),
-                    }
-                }
-                c if c.is_whitespace() || c == '|' => {}
-                other => panic!("unexpected {other:?} in hex"),
-            }
-        }
-        assert!(nibble.is_none(), "odd number of hex digits");
-        Bytes::from(out)
-    }
-
-    /// Proptest config: modest by default, `PROPTEST_CASES` overrides.
-    pub fn cases() -> proptest::test_runner::Config {
-        let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok());
-        proptest::test_runner::Config::with_cases(cases.unwrap_or(256))
-    }
-
-    /// Every single-byte corruption, truncation and extension of `golden` must decode to
-    /// `Ok` or `Err`, never panic; used by each module's robustness test.
-    pub fn mutate_all<T>(golden: &[u8], decode: impl Fn(Bytes) -> T) {
-        for cut in 0..golden.len() {
-            decode(Bytes::copy_from_slice(&golden[..cut]));
-        }
-        for i in 0..golden.len() {
-            for v in [0x00, 0x01, 0x7f, 0x80, 0xff] {
-                let mut m = golden.to_vec();
-                m[i] = v;
-                decode(Bytes::from(m));
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::testutil::*;
     use super::*;
+    use crate::format::testutil::*;
     use proptest::prelude::*;
 
     #[test]
@@ -728,7 +653,13 @@ mod tests {
     #[test]
     fn oversized_length_is_an_error_not_an_allocation() {
         let err = Bytes::from_bytes(hex("ffffffff 00")).unwrap_err();
-        assert!(matches!(err, DecodeError::BadLength { len: 0xffff_ffff, .. }));
+        assert!(matches!(
+            err,
+            DecodeError::BadLength {
+                len: 0xffff_ffff,
+                ..
+            }
+        ));
         let err = Vec::<u64>::from_bytes(hex("02000000 0100000000000000")).unwrap_err();
         assert!(matches!(err, DecodeError::BadLength { len: 2, .. }));
         let err = BTreeMap::<String, String>::from_bytes(hex("ffffff7f")).unwrap_err();
@@ -746,19 +677,40 @@ mod tests {
         // Reading past the frame body fails even though the outer buffer has bytes.
         let mut d = Decoder::new(hex("01 01 02000000 aaaa bbbbbbbb"));
         let mut f = d.frame("t", 1).unwrap();
-        assert!(matches!(f.body.u32(), Err(DecodeError::Truncated { need: 4, have: 2 })));
+        assert!(matches!(
+            f.body.u32(),
+            Err(DecodeError::Truncated { need: 4, have: 2 })
+        ));
     }
 
     #[test]
     fn frame_rejects_newer_compat() {
-        let err = Decoder::new(hex("05 03 00000000")).frame("thing", 2).unwrap_err();
-        assert_eq!(err, DecodeError::IncompatibleVersion { what: "thing", compat: 3, supported: 2 });
+        let err = Decoder::new(hex("05 03 00000000"))
+            .frame("thing", 2)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::IncompatibleVersion {
+                what: "thing",
+                compat: 3,
+                supported: 2
+            }
+        );
     }
 
     #[test]
     fn frame_length_beyond_input_is_an_error() {
-        let err = Decoder::new(hex("01 01 10000000 00")).frame("t", 1).unwrap_err();
-        assert!(matches!(err, DecodeError::BadLength { len: 16, remaining: 1, .. }));
+        let err = Decoder::new(hex("01 01 10000000 00"))
+            .frame("t", 1)
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            DecodeError::BadLength {
+                len: 16,
+                remaining: 1,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -772,7 +724,10 @@ mod tests {
 
     #[test]
     fn trailing_bytes_are_refused_at_top_level() {
-        assert_eq!(u8::from_bytes(hex("01 02")), Err(DecodeError::TrailingBytes { count: 1 }));
+        assert_eq!(
+            u8::from_bytes(hex("01 02")),
+            Err(DecodeError::TrailingBytes { count: 1 })
+        );
     }
 
     #[test]

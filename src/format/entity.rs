@@ -32,7 +32,10 @@ impl EntityName {
     pub const TYPE_CLIENT: u8 = 0x08;
 
     pub fn client(num: i64) -> Self {
-        EntityName { kind: Self::TYPE_CLIENT, num }
+        EntityName {
+            kind: Self::TYPE_CLIENT,
+            num,
+        }
     }
 }
 
@@ -45,7 +48,10 @@ impl Encode for EntityName {
 impl Decode for EntityName {
     const MIN_LEN: usize = 9;
     fn decode(d: &mut Decoder) -> Result<Self> {
-        Ok(EntityName { kind: d.u8()?, num: d.i64()? })
+        Ok(EntityName {
+            kind: d.u8()?,
+            num: d.i64()?,
+        })
     }
 }
 
@@ -89,7 +95,11 @@ impl EntityAddr {
                 raw.extend_from_slice(&a.scope_id().to_le_bytes());
             }
         }
-        EntityAddr { addr_type, nonce, sockaddr: Bytes::from(raw) }
+        EntityAddr {
+            addr_type,
+            nonce,
+            sockaddr: Bytes::from(raw),
+        }
     }
 
     /// The IP address and port, if the sockaddr is IPv4 or IPv6.
@@ -121,13 +131,22 @@ impl EntityAddr {
             0 => 0,
             AF_INET => 16,
             AF_INET6 => 28,
-            other => return Err(DecodeError::BadValue { what: "legacy sockaddr family", value: other.into() }),
+            other => {
+                return Err(DecodeError::BadValue {
+                    what: "legacy sockaddr family",
+                    value: other.into(),
+                });
+            }
         };
         let mut raw = storage.slice(..len).to_vec();
         if len > 0 {
             raw[..2].copy_from_slice(&family.to_le_bytes());
         }
-        Ok(EntityAddr { addr_type: Self::TYPE_LEGACY, nonce, sockaddr: Bytes::from(raw) })
+        Ok(EntityAddr {
+            addr_type: Self::TYPE_LEGACY,
+            nonce,
+            sockaddr: Bytes::from(raw),
+        })
     }
 }
 
@@ -159,9 +178,16 @@ impl Decode for EntityAddr {
                         remaining: MAX_SOCKADDR,
                     });
                 }
-                Ok(EntityAddr { addr_type, nonce, sockaddr })
+                Ok(EntityAddr {
+                    addr_type,
+                    nonce,
+                    sockaddr,
+                })
             }
-            other => Err(DecodeError::BadValue { what: "entity_addr_t marker", value: other.into() }),
+            other => Err(DecodeError::BadValue {
+                what: "entity_addr_t marker",
+                value: other.into(),
+            }),
         }
     }
 }
@@ -182,14 +208,17 @@ impl Encode for EntityInst {
 impl Decode for EntityInst {
     const MIN_LEN: usize = EntityName::MIN_LEN + EntityAddr::MIN_LEN;
     fn decode(d: &mut Decoder) -> Result<Self> {
-        Ok(EntityInst { name: d.get()?, addr: d.get()? })
+        Ok(EntityInst {
+            name: d.get()?,
+            addr: d.get()?,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::codec::testutil::*;
+    use crate::format::testutil::*;
     use proptest::prelude::*;
 
     /// Spec §1.5: client.4134 at 127.0.0.1, nonce 0xac74b4fc, type ANY.
@@ -203,9 +232,16 @@ mod tests {
         assert_eq!(inst.name, EntityName::client(4134));
         assert_eq!(inst.addr.addr_type, EntityAddr::TYPE_ANY);
         assert_eq!(inst.addr.nonce, 0xac74b4fc);
-        assert_eq!(inst.addr.socket_addr(), Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(
+            inst.addr.socket_addr(),
+            Some("127.0.0.1:0".parse().unwrap())
+        );
         assert_eq!(inst.to_bytes(), raw);
-        let built = EntityAddr::new(EntityAddr::TYPE_ANY, 0xac74b4fc, "127.0.0.1:0".parse().unwrap());
+        let built = EntityAddr::new(
+            EntityAddr::TYPE_ANY,
+            0xac74b4fc,
+            "127.0.0.1:0".parse().unwrap(),
+        );
         assert_eq!(built, inst.addr);
     }
 

@@ -97,7 +97,11 @@ fn le_u32(b: &[u8], at: usize) -> Option<u32> {
 
 impl EntryScanner {
     pub fn new(buf: Bytes) -> Self {
-        EntryScanner { buf, pos: 0, failed: false }
+        EntryScanner {
+            buf,
+            pos: 0,
+            failed: false,
+        }
     }
 
     /// Offset of the first byte not yet part of a yielded record.
@@ -110,13 +114,23 @@ impl EntryScanner {
         let offset = self.pos;
         let rest = self.buf.get(offset..).unwrap_or_default();
         // A preamble that is present must be right, even if the record is incomplete.
-        let Some(preamble) = le_u64(rest, 0) else { return Ok(None) };
+        let Some(preamble) = le_u64(rest, 0) else {
+            return Ok(None);
+        };
         if preamble != PREAMBLE {
-            return Err(DecodeError::BadPreamble { offset, found: preamble });
+            return Err(DecodeError::BadPreamble {
+                offset,
+                found: preamble,
+            });
         }
-        let Some(&version) = rest.get(8) else { return Ok(None) };
+        let Some(&version) = rest.get(8) else {
+            return Ok(None);
+        };
         if version != VERSION {
-            return Err(DecodeError::BadValue { what: "journal entry version", value: version.into() });
+            return Err(DecodeError::BadValue {
+                what: "journal entry version",
+                value: version.into(),
+            });
         }
         let (Some(entry_tid), Some(tag_tid), Some(len)) =
             (le_u64(rest, 9), le_u64(rest, 17), le_u32(rest, 25))
@@ -124,14 +138,29 @@ impl EntryScanner {
             return Ok(None);
         };
         let data_end = HEADER_LEN.saturating_add(len as usize);
-        let Some(stored) = le_u32(rest, data_end) else { return Ok(None) };
-        let Some(covered) = rest.get(..data_end) else { return Ok(None) };
+        let Some(stored) = le_u32(rest, data_end) else {
+            return Ok(None);
+        };
+        let Some(covered) = rest.get(..data_end) else {
+            return Ok(None);
+        };
         let computed = ceph_crc32c(covered);
         if computed != stored {
-            return Err(DecodeError::BadCrc { offset, stored, computed });
+            return Err(DecodeError::BadCrc {
+                offset,
+                stored,
+                computed,
+            });
         }
         let data = self.buf.slice(offset + HEADER_LEN..offset + data_end);
-        Ok(Some((Entry { entry_tid, tag_tid, data }, data_end + 4)))
+        Ok(Some((
+            Entry {
+                entry_tid,
+                tag_tid,
+                data,
+            },
+            data_end + 4,
+        )))
     }
 }
 
@@ -183,30 +212,98 @@ pub fn scan_entries(buf: Bytes) -> Result<EntryScan> {
     for item in scanner.by_ref() {
         entries.push(item?);
     }
-    Ok(EntryScan { entries, tail_offset: scanner.tail_offset() })
+    Ok(EntryScan {
+        entries,
+        tail_offset: scanner.tail_offset(),
+    })
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::format::codec::testutil::*;
+    use crate::format::testutil::*;
     use proptest::prelude::*;
 
     /// Appendix A.1 records: (name, full record hex, entry_tid, tag_tid).
     pub(crate) const GOLDEN: &[(&str, &str, u64, u64)] = &[
-        ("AioFlush", "939758532659413101020000000000000001000000000000001800000005010400000002000000010108000000bb67066b2d54f6339c3c2c8c", 2, 1),
-        ("Resize", "93975853265941310105000000000000000100000000000000280000000501140000000b00000002000000000000000000000500000000010108000000c567066b863abe37d141bdc3", 5, 1),
-        ("AioWrite", "93975853265941310100000000000000000400000000000000340000000501200000000100000000300000000000000800000000000000080000007262646d697272210101080000003168066b2bb48c12de3175a5", 0, 4),
-        ("OpFinish", "939758532659413101040000000000000001000000000000002c000000050118000000030000000100000000000000010000000000000000000000010108000000c067066bbced7b37ab5f96ef", 4, 1),
-        ("SnapCreate", "939758532659413101030000000000000001000000000000003000000005011c00000004000000010000000000000002000000733101010400000000000000010108000000bb67066b9c130f348867f83e", 3, 1),
-        ("MetadataSet", "939758532659413101070000000000000001000000000000002c000000050118000000100000000300000000000000020000006b31020000007631010108000000ca67066b881c0238a96f69e7", 7, 1),
-        ("SnapRename", "9397585326594131010d00000000000000010000000000000035000000050121000000060000000600000000000000030000007331720400000000000000020000007331010108000000d967066b19a8cf3879bbb7cf", 13, 1),
-        ("AioDiscard", "939758532659413101120000000000000001000000000000002d00000005011900000000000000000050000000000000100000000000000000000000010108000000e467066bc3eaf10050d8bb44", 18, 1),
-        ("UpdateFeatures", "93975853265941310105000000000000000400000000000000290000000501150000000f00000003000000000000001800000000000000010101080000004068066b3f521513f1d36689", 5, 4),
-        ("DemotePromote", "93975853265941310100000000000000000800000000000000180000000501040000000d00000001010800000000000000000000003cb5b0a5", 0, 8),
-        ("Rename", "93975853265941310100000000000000000200000000000000290000000501150000000a0000000100000000000000050000006d696d67320101080000001d68066b23971e11b5981059", 0, 2),
-        ("SnapLimit", "93975853265941310101000000000000000400000000000000280000000501140000000e00000001000000000000000a000000000000000101080000003168066b50ac9d12bc4d76e0", 1, 4),
-        ("MetadataRemove", "9397585326594131011300000000000000010000000000000026000000050112000000110000000800000000000000020000006b31010108000000e467066bfceff90032b39bed", 19, 1),
+        (
+            "AioFlush",
+            "939758532659413101020000000000000001000000000000001800000005010400000002000000010108000000bb67066b2d54f6339c3c2c8c",
+            2,
+            1,
+        ),
+        (
+            "Resize",
+            "93975853265941310105000000000000000100000000000000280000000501140000000b00000002000000000000000000000500000000010108000000c567066b863abe37d141bdc3",
+            5,
+            1,
+        ),
+        (
+            "AioWrite",
+            "93975853265941310100000000000000000400000000000000340000000501200000000100000000300000000000000800000000000000080000007262646d697272210101080000003168066b2bb48c12de3175a5",
+            0,
+            4,
+        ),
+        (
+            "OpFinish",
+            "939758532659413101040000000000000001000000000000002c000000050118000000030000000100000000000000010000000000000000000000010108000000c067066bbced7b37ab5f96ef",
+            4,
+            1,
+        ),
+        (
+            "SnapCreate",
+            "939758532659413101030000000000000001000000000000003000000005011c00000004000000010000000000000002000000733101010400000000000000010108000000bb67066b9c130f348867f83e",
+            3,
+            1,
+        ),
+        (
+            "MetadataSet",
+            "939758532659413101070000000000000001000000000000002c000000050118000000100000000300000000000000020000006b31020000007631010108000000ca67066b881c0238a96f69e7",
+            7,
+            1,
+        ),
+        (
+            "SnapRename",
+            "9397585326594131010d00000000000000010000000000000035000000050121000000060000000600000000000000030000007331720400000000000000020000007331010108000000d967066b19a8cf3879bbb7cf",
+            13,
+            1,
+        ),
+        (
+            "AioDiscard",
+            "939758532659413101120000000000000001000000000000002d00000005011900000000000000000050000000000000100000000000000000000000010108000000e467066bc3eaf10050d8bb44",
+            18,
+            1,
+        ),
+        (
+            "UpdateFeatures",
+            "93975853265941310105000000000000000400000000000000290000000501150000000f00000003000000000000001800000000000000010101080000004068066b3f521513f1d36689",
+            5,
+            4,
+        ),
+        (
+            "DemotePromote",
+            "93975853265941310100000000000000000800000000000000180000000501040000000d00000001010800000000000000000000003cb5b0a5",
+            0,
+            8,
+        ),
+        (
+            "Rename",
+            "93975853265941310100000000000000000200000000000000290000000501150000000a0000000100000000000000050000006d696d67320101080000001d68066b23971e11b5981059",
+            0,
+            2,
+        ),
+        (
+            "SnapLimit",
+            "93975853265941310101000000000000000400000000000000280000000501140000000e00000001000000000000000a000000000000000101080000003168066b50ac9d12bc4d76e0",
+            1,
+            4,
+        ),
+        (
+            "MetadataRemove",
+            "9397585326594131011300000000000000010000000000000026000000050112000000110000000800000000000000020000006b31010108000000e467066bfceff90032b39bed",
+            19,
+            1,
+        ),
     ];
 
     fn golden_object() -> Bytes {
@@ -260,7 +357,13 @@ pub(crate) mod tests {
     fn truncated_tail_is_reported_not_an_error() {
         let obj = golden_object();
         let first_len = hex(GOLDEN[0].1).len();
-        for cut in [first_len + 1, first_len + 8, first_len + 20, first_len + 30, first_len + 60] {
+        for cut in [
+            first_len + 1,
+            first_len + 8,
+            first_len + 20,
+            first_len + 30,
+            first_len + 60,
+        ] {
             let scan = scan_entries(obj.slice(..cut)).unwrap();
             assert_eq!(scan.entries.len(), 1, "cut {cut}");
             assert_eq!(scan.tail_offset, first_len);
@@ -275,13 +378,20 @@ pub(crate) mod tests {
         let second = hex(GOLDEN[0].1).len();
         let mut bad = obj.to_vec();
         bad[second + HEADER_LEN + 2] ^= 0x40; // payload bit flip in record 2
-        assert!(matches!(scan_entries(Bytes::from(bad)), Err(DecodeError::BadCrc { offset, .. }) if offset == second));
+        assert!(
+            matches!(scan_entries(Bytes::from(bad)), Err(DecodeError::BadCrc { offset, .. }) if offset == second)
+        );
         let mut bad = obj.to_vec();
         bad[second] = 0; // preamble of record 2
-        assert!(matches!(scan_entries(Bytes::from(bad)), Err(DecodeError::BadPreamble { offset, .. }) if offset == second));
+        assert!(
+            matches!(scan_entries(Bytes::from(bad)), Err(DecodeError::BadPreamble { offset, .. }) if offset == second)
+        );
         let mut bad = obj.to_vec();
         bad[second + 8] = 2; // version
-        assert!(matches!(scan_entries(Bytes::from(bad)), Err(DecodeError::BadValue { .. })));
+        assert!(matches!(
+            scan_entries(Bytes::from(bad)),
+            Err(DecodeError::BadValue { .. })
+        ));
     }
 
     #[test]

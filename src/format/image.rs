@@ -11,9 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
-use super::codec::{
-    wire_enum, wire_struct, Decode, Decoder, Encode, Encoder, Result, UTime,
-};
+use super::codec::{Decode, Decoder, Encode, Encoder, Result, UTime, wire_enum, wire_struct};
 
 /// `CEPH_NOSNAP`: "the head", the snap id for methods asking about the live image.
 pub const CEPH_NOSNAP: u64 = 0xffff_ffff_ffff_fffe;
@@ -97,9 +95,16 @@ pub enum SnapshotNamespace {
     #[default]
     User,
     /// \[SRC\] A member of a group snapshot.
-    Group { group_pool: i64, group_id: String, group_snapshot_id: String },
+    Group {
+        group_pool: i64,
+        group_id: String,
+        group_snapshot_id: String,
+    },
     /// \[SRC\] Removed while clones still depend on it.
-    Trash { original_name: String, original_snapshot_namespace_type: u32 },
+    Trash {
+        original_name: String,
+        original_snapshot_namespace_type: u32,
+    },
     /// \[SRC\] Snapshot-based mirroring; never produced in journal mode.
     Mirror {
         /// 0 primary, 1 primary-demoted, 2 non-primary, 3 non-primary-demoted.
@@ -133,12 +138,19 @@ impl Encode for SnapshotNamespace {
             e.u32(self.namespace_type());
             match self {
                 SnapshotNamespace::User => {}
-                SnapshotNamespace::Group { group_pool, group_id, group_snapshot_id } => {
+                SnapshotNamespace::Group {
+                    group_pool,
+                    group_id,
+                    group_snapshot_id,
+                } => {
                     e.i64(*group_pool);
                     e.string(group_id);
                     e.string(group_snapshot_id);
                 }
-                SnapshotNamespace::Trash { original_name, original_snapshot_namespace_type } => {
+                SnapshotNamespace::Trash {
+                    original_name,
+                    original_snapshot_namespace_type,
+                } => {
                     e.string(original_name);
                     e.u32(*original_snapshot_namespace_type);
                 }
@@ -189,7 +201,10 @@ impl Decode for SnapshotNamespace {
                 last_copied_object_number: b.get()?,
                 snap_seqs: b.get()?,
             },
-            namespace_type => SnapshotNamespace::Unknown { namespace_type, body: b.rest() },
+            namespace_type => SnapshotNamespace::Unknown {
+                namespace_type,
+                body: b.rest(),
+            },
         })
     }
 }
@@ -317,11 +332,25 @@ impl Decode for ParentInfo {
         let mut f = d.frame("cls_rbd_parent", 2)?;
         let b = &mut f.body;
         let pool_id = b.get()?;
-        let pool_namespace = if f.version >= 2 { b.get()? } else { String::new() };
+        let pool_namespace = if f.version >= 2 {
+            b.get()?
+        } else {
+            String::new()
+        };
         let image_id = b.get()?;
         let snap_id = b.get()?;
-        let head_overlap = if f.version >= 2 { b.get()? } else { Some(b.u64()?) };
-        Ok(ParentInfo { pool_id, pool_namespace, image_id, snap_id, head_overlap })
+        let head_overlap = if f.version >= 2 {
+            b.get()?
+        } else {
+            Some(b.u64()?)
+        };
+        Ok(ParentInfo {
+            pool_id,
+            pool_namespace,
+            image_id,
+            snap_id,
+            head_overlap,
+        })
     }
 }
 
@@ -464,8 +493,8 @@ wire_struct! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::codec::testutil::*;
     use crate::format::codec::{DecodeError, ListInput};
+    use crate::format::testutil::*;
     use proptest::prelude::*;
 
     const SNAP_GOLD: &str = r#"08 08 38000000 0800000000000000 04000000"gold" 0000000500000000 00 0300000000000000
@@ -479,13 +508,19 @@ mod tests {
         assert_eq!(s.name, "gold");
         assert_eq!(s.image_size, 80 << 20);
         assert_eq!(s.protection_status, ProtectionStatus::Unprotected);
-        assert_eq!(s.flags, flags::OBJECT_MAP_INVALID | flags::FAST_DIFF_INVALID);
+        assert_eq!(
+            s.flags,
+            flags::OBJECT_MAP_INVALID | flags::FAST_DIFF_INVALID
+        );
         assert_eq!(s.snapshot_namespace, SnapshotNamespace::User);
         assert_eq!(s.child_count, 0);
         assert_eq!(s.parent_overlap, None);
         assert_eq!(s.to_bytes(), raw);
         let old = hex("07 01 00000000");
-        assert!(matches!(SnapshotRecord::from_bytes(old), Err(DecodeError::UnsupportedVersion { version: 7, .. })));
+        assert!(matches!(
+            SnapshotRecord::from_bytes(old),
+            Err(DecodeError::UnsupportedVersion { version: 7, .. })
+        ));
     }
 
     #[test]
@@ -497,30 +532,71 @@ mod tests {
             object_prefix: "rbd_data.abc123def456".into(),
             data_pool_id: -1,
         };
-        let raw = hex("0000000100000000 16 4500000000000000 15000000 7262645f646174612e616263313233646566343536 ffffffffffffffff");
+        let raw = hex(
+            "0000000100000000 16 4500000000000000 15000000 7262645f646174612e616263313233646566343536 ffffffffffffffff",
+        );
         assert_eq!(c.to_bytes(), raw);
         assert_eq!(CreateInput::from_bytes(raw).unwrap(), c);
 
-        let add = SnapshotAddInput { name: "manual-snap".into(), snap_id: 2, snapshot_namespace: SnapshotNamespace::User };
-        assert_eq!(add.to_bytes(), hex(r#"0b000000"manual-snap" 0200000000000000 010104000000 00000000"#));
+        let add = SnapshotAddInput {
+            name: "manual-snap".into(),
+            snap_id: 2,
+            snapshot_namespace: SnapshotNamespace::User,
+        };
+        assert_eq!(
+            add.to_bytes(),
+            hex(r#"0b000000"manual-snap" 0200000000000000 010104000000 00000000"#)
+        );
 
-        let f = SetFlagsInput { flags: 3, mask: 3, snap_id: CEPH_NOSNAP };
-        assert_eq!(f.to_bytes(), hex("0300000000000000 0300000000000000 feffffffffffffff"));
+        let f = SetFlagsInput {
+            flags: 3,
+            mask: 3,
+            snap_id: CEPH_NOSNAP,
+        };
+        assert_eq!(
+            f.to_bytes(),
+            hex("0300000000000000 0300000000000000 feffffffffffffff")
+        );
 
         let sz = GetSizeOutput::from_bytes(hex("14 0000000500000000")).unwrap();
-        assert_eq!(sz, GetSizeOutput { order: 20, size: 80 << 20 });
+        assert_eq!(
+            sz,
+            GetSizeOutput {
+                order: 20,
+                size: 80 << 20
+            }
+        );
         let ft = GetFeaturesOutput::from_bytes(hex("5d00000000000000 5d00000000000000")).unwrap();
         assert_eq!(ft.features, 0x5d);
-        let sc = SnapContext::from_bytes(hex("0800000000000000 01000000 0800000000000000")).unwrap();
-        assert_eq!(sc, SnapContext { seq: 8, snaps: vec![8] });
-        assert_eq!(String::from_bytes(hex(r#"15000000 "rbd_data.102944c9623c""#)).unwrap(), "rbd_data.102944c9623c");
-        let _ = ListInput { start_after: String::new(), max_return: 1 };
+        let sc =
+            SnapContext::from_bytes(hex("0800000000000000 01000000 0800000000000000")).unwrap();
+        assert_eq!(
+            sc,
+            SnapContext {
+                seq: 8,
+                snaps: vec![8]
+            }
+        );
+        assert_eq!(
+            String::from_bytes(hex(r#"15000000 "rbd_data.102944c9623c""#)).unwrap(),
+            "rbd_data.102944c9623c"
+        );
+        let _ = ListInput {
+            start_after: String::new(),
+            max_return: 1,
+        };
     }
 
     #[test]
     fn names() {
-        assert_eq!(oids::data("rbd_data.102944c9623c", 3), "rbd_data.102944c9623c.0000000000000003");
-        assert_eq!(oids::object_map("102944c9623c", Some(8)), "rbd_object_map.102944c9623c.0000000000000008");
+        assert_eq!(
+            oids::data("rbd_data.102944c9623c", 3),
+            "rbd_data.102944c9623c.0000000000000003"
+        );
+        assert_eq!(
+            oids::object_map("102944c9623c", Some(8)),
+            "rbd_object_map.102944c9623c.0000000000000008"
+        );
         assert_eq!(keys::snapshot(8), "snapshot_0000000000000008");
     }
 
@@ -528,8 +604,15 @@ mod tests {
     fn namespaces_round_trip() {
         let all = [
             SnapshotNamespace::User,
-            SnapshotNamespace::Group { group_pool: 3, group_id: "g".into(), group_snapshot_id: "s".into() },
-            SnapshotNamespace::Trash { original_name: "o".into(), original_snapshot_namespace_type: 0 },
+            SnapshotNamespace::Group {
+                group_pool: 3,
+                group_id: "g".into(),
+                group_snapshot_id: "s".into(),
+            },
+            SnapshotNamespace::Trash {
+                original_name: "o".into(),
+                original_snapshot_namespace_type: 0,
+            },
             SnapshotNamespace::Mirror {
                 state: 2,
                 complete: true,
@@ -539,12 +622,21 @@ mod tests {
                 last_copied_object_number: 10,
                 snap_seqs: [(1, 2)].into(),
             },
-            SnapshotNamespace::Unknown { namespace_type: 9, body: hex("abcd") },
+            SnapshotNamespace::Unknown {
+                namespace_type: 9,
+                body: hex("abcd"),
+            },
         ];
         for ns in all {
             assert_eq!(SnapshotNamespace::from_bytes(ns.to_bytes()).unwrap(), ns);
         }
-        let p = ParentInfo { pool_id: 1, pool_namespace: "".into(), image_id: "i".into(), snap_id: 4, head_overlap: Some(7) };
+        let p = ParentInfo {
+            pool_id: 1,
+            pool_namespace: "".into(),
+            image_id: "i".into(),
+            snap_id: 4,
+            head_overlap: Some(7),
+        };
         assert_eq!(ParentInfo::from_bytes(p.to_bytes()).unwrap(), p);
     }
 
@@ -552,8 +644,15 @@ mod tests {
     fn mutated_goldens_never_panic() {
         mutate_all(&hex(SNAP_GOLD), SnapshotRecord::from_bytes);
         let info = SnapshotInfo {
-            id: 1, snapshot_namespace: SnapshotNamespace::Trash { original_name: "x".into(), original_snapshot_namespace_type: 0 },
-            name: "n".into(), image_size: 5, timestamp: UTime::new(1, 2), child_count: 3,
+            id: 1,
+            snapshot_namespace: SnapshotNamespace::Trash {
+                original_name: "x".into(),
+                original_snapshot_namespace_type: 0,
+            },
+            name: "n".into(),
+            image_size: 5,
+            timestamp: UTime::new(1, 2),
+            child_count: 3,
         };
         assert_eq!(SnapshotInfo::from_bytes(info.to_bytes()).unwrap(), info);
         mutate_all(&info.to_bytes(), SnapshotInfo::from_bytes);

@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 
-use super::codec::{framed_struct, wire_enum, wire_struct, DecodeError, Result};
+use super::codec::{DecodeError, Result, framed_struct, wire_enum, wire_struct};
 
 /// `tag_create`'s "allocate a new tag class" marker.
 pub const TAG_CLASS_NEW: u64 = u64::MAX;
@@ -62,10 +62,16 @@ impl JournalGeometry {
     /// librbd accepts orders 12..=64; we accept any order below 64 and a non-zero width.
     pub fn new(order: u8, splay_width: u8) -> Result<Self> {
         if order >= 64 {
-            return Err(DecodeError::BadValue { what: "journal order", value: order.into() });
+            return Err(DecodeError::BadValue {
+                what: "journal order",
+                value: order.into(),
+            });
         }
         if splay_width == 0 {
-            return Err(DecodeError::BadValue { what: "journal splay_width", value: 0 });
+            return Err(DecodeError::BadValue {
+                what: "journal splay_width",
+                value: 0,
+            });
         }
         Ok(JournalGeometry { order, splay_width })
     }
@@ -228,8 +234,8 @@ wire_struct! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::codec::testutil::*;
     use crate::format::codec::{Decode, Encode};
+    use crate::format::testutil::*;
     use proptest::prelude::*;
 
     const IMAGE_CLIENT_4: &str = "01 01 9e000000 00000000
@@ -240,7 +246,8 @@ mod tests {
         01 01 18000000 0300000000000000 0500000000000000 0300000000000000
         01 01 18000000 0200000000000000 0500000000000000 0200000000000000
         00";
-    const REPLICA_CLIENT: &str = "010144000000 00000000 13000000 02010d000000 00000000 0000000000000000 00
+    const REPLICA_CLIENT: &str =
+        "010144000000 00000000 13000000 02010d000000 00000000 0000000000000000 00
         010122000000 01000000 010118000000 0000000000000000 0800000000000000 0000000000000000 00";
     const MIRROR_CLIENT: &str = "0101dd000000
         24000000 33643030653261302d313065652d343730312d396233362d366434386562646131386433
@@ -259,7 +266,11 @@ mod tests {
         00000000 00 0000000000000000 0000000000000000";
 
     fn pos(o: u64, t: u64, e: u64) -> ObjectPosition {
-        ObjectPosition { object_number: o, tag_tid: t, entry_tid: e }
+        ObjectPosition {
+            object_number: o,
+            tag_tid: t,
+            entry_tid: e,
+        }
     }
 
     #[test]
@@ -303,13 +314,22 @@ mod tests {
         let t = Tag::from_bytes(raw.clone()).unwrap();
         assert_eq!((t.tid, t.data.len()), (0, 0x3d));
         assert_eq!(t.to_bytes(), raw);
-        let get_tag_1 = hex("01012d000000 0100000000000000 0000000000000000 19000000 00000000 00000000 00 0000000000000000 0000000000000000");
-        assert_eq!(Tag::from_bytes(get_tag_1.clone()).unwrap().to_bytes(), get_tag_1);
+        let get_tag_1 = hex(
+            "01012d000000 0100000000000000 0000000000000000 19000000 00000000 00000000 00 0000000000000000 0000000000000000",
+        );
+        assert_eq!(
+            Tag::from_bytes(get_tag_1.clone()).unwrap().to_bytes(),
+            get_tag_1
+        );
     }
 
     #[test]
     fn golden_method_inputs() {
-        let c = CreateInput { order: 20, splay_width: 2, pool_id: -1 };
+        let c = CreateInput {
+            order: 20,
+            splay_width: 2,
+            pool_id: -1,
+        };
         assert_eq!(c.to_bytes(), hex("14 02 ffffffffffffffff"));
 
         let t = TagCreateInput {
@@ -317,16 +337,26 @@ mod tests {
             tag_class: TAG_CLASS_NEW,
             data: hex("00000000 00000000 00 0000000000000000 0000000000000000"),
         };
-        let raw = hex("0000000000000000 ffffffffffffffff 19000000 00000000 00000000 00 0000000000000000 0000000000000000");
+        let raw = hex(
+            "0000000000000000 ffffffffffffffff 19000000 00000000 00000000 00 0000000000000000 0000000000000000",
+        );
         assert_eq!(t.to_bytes(), raw);
         assert_eq!(TagCreateInput::from_bytes(raw).unwrap(), t);
 
-        let r = ClientDataInput { id: String::new(), data: hex("02010d000000 00000000 0000000000000000 00") };
-        assert_eq!(r.to_bytes(), hex("00000000 13000000 02010d000000 00000000 0000000000000000 00"));
+        let r = ClientDataInput {
+            id: String::new(),
+            data: hex("02010d000000 00000000 0000000000000000 00"),
+        };
+        assert_eq!(
+            r.to_bytes(),
+            hex("00000000 13000000 02010d000000 00000000 0000000000000000 00")
+        );
 
         let cc = ClientCommitInput {
             id: String::new(),
-            commit_position: ObjectSetPosition { object_positions: vec![pos(3, 1, 5), pos(2, 1, 4)] },
+            commit_position: ObjectSetPosition {
+                object_positions: vec![pos(3, 1, 5), pos(2, 1, 4)],
+            },
         };
         let raw = hex("00000000 010140000000 02000000
             010118000000 0300000000000000 0100000000000000 0500000000000000
@@ -334,16 +364,39 @@ mod tests {
         assert_eq!(cc.to_bytes(), raw);
         assert_eq!(ClientCommitInput::from_bytes(raw).unwrap(), cc);
 
-        let tl = TagListInput { start_after_tag_tid: 0, max_return: 256, client_id: String::new(), tag_class: None };
-        assert_eq!(tl.to_bytes(), hex("0000000000000000 0001000000000000 00000000 00"));
-        let tl = TagListInput { tag_class: Some(0), ..tl };
-        assert_eq!(tl.to_bytes(), hex("0000000000000000 0001000000000000 00000000 01 0000000000000000"));
+        let tl = TagListInput {
+            start_after_tag_tid: 0,
+            max_return: 256,
+            client_id: String::new(),
+            tag_class: None,
+        };
+        assert_eq!(
+            tl.to_bytes(),
+            hex("0000000000000000 0001000000000000 00000000 00")
+        );
+        let tl = TagListInput {
+            tag_class: Some(0),
+            ..tl
+        };
+        assert_eq!(
+            tl.to_bytes(),
+            hex("0000000000000000 0001000000000000 00000000 01 0000000000000000")
+        );
 
-        let cl = crate::format::codec::ListInput { start_after: String::new(), max_return: CLIENT_LIST_MAX_RETURN };
+        let cl = crate::format::codec::ListInput {
+            start_after: String::new(),
+            max_return: CLIENT_LIST_MAX_RETURN,
+        };
         assert_eq!(cl.to_bytes(), hex("00000000 0001000000000000"));
 
-        let a = AppendInput { soft_max_size: 16, data: Bytes::from_static(b"0123456789") };
-        assert_eq!(a.to_bytes(), hex("1000000000000000 0a000000 30313233343536373839"));
+        let a = AppendInput {
+            soft_max_size: 16,
+            data: Bytes::from_static(b"0123456789"),
+        };
+        assert_eq!(
+            a.to_bytes(),
+            hex("1000000000000000 0a000000 30313233343536373839")
+        );
     }
 
     #[test]
@@ -354,7 +407,10 @@ mod tests {
         assert_eq!(keys::tag(8), "tag_0000000000000008");
         assert_eq!(keys::client(""), "client_");
         assert_eq!(header_oid("102944c9623c"), "journal.102944c9623c");
-        assert_eq!(data_oid(1, "102944c9623c", 3), "journal_data.1.102944c9623c.3");
+        assert_eq!(
+            data_oid(1, "102944c9623c", 3),
+            "journal_data.1.102944c9623c.3"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use super::codec::{framed_struct, wire_enum, UTime};
+use super::codec::{UTime, framed_struct, wire_enum};
 use super::entity::{EntityAddr, EntityName};
 
 /// The lock librbd uses on `rbd_header.<id>` for the exclusive-lock feature.
@@ -123,8 +123,8 @@ framed_struct! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::codec::testutil::*;
     use crate::format::codec::{Decode, Encode};
+    use crate::format::testutil::*;
     use proptest::prelude::*;
 
     fn rbd_lock() -> LockOp {
@@ -143,19 +143,32 @@ mod tests {
     fn lock_op_layout() {
         // Built by hand from the field list (spec §5.6): name, type, cookie, tag, description,
         // duration, flags inside one v1 frame.
-        let want = hex(r#"01 01 3d000000 08000000"rbd_lock" 01 13000000"auto 94070268372096"
-            08000000"internal" 00000000 00000000 00000000 00"#);
+        let want = hex(
+            r#"01 01 3d000000 08000000"rbd_lock" 01 13000000"auto 94070268372096"
+            08000000"internal" 00000000 00000000 00000000 00"#,
+        );
         assert_eq!(rbd_lock().to_bytes(), want);
         assert_eq!(LockOp::from_bytes(want).unwrap(), rbd_lock());
     }
 
     #[test]
     fn get_info_reply_round_trip() {
-        let addr = EntityAddr::new(EntityAddr::TYPE_ANY, 0xac74b4fc, "127.0.0.1:0".parse().unwrap());
+        let addr = EntityAddr::new(
+            EntityAddr::TYPE_ANY,
+            0xac74b4fc,
+            "127.0.0.1:0".parse().unwrap(),
+        );
         let reply = GetInfoReply {
             lockers: [(
-                LockerId { locker: EntityName::client(4134), cookie: rbd_lock_cookie(94070268372096) },
-                LockerInfo { expiration: UTime::ZERO, addr, description: String::new() },
+                LockerId {
+                    locker: EntityName::client(4134),
+                    cookie: rbd_lock_cookie(94070268372096),
+                },
+                LockerInfo {
+                    expiration: UTime::ZERO,
+                    addr,
+                    description: String::new(),
+                },
             )]
             .into(),
             lock_type: LockType::Exclusive,
@@ -168,15 +181,34 @@ mod tests {
 
     #[test]
     fn other_ops_round_trip() {
-        let u = UnlockOp { name: "n".into(), cookie: "c".into() };
-        assert_eq!(u.to_bytes(), hex(r#"01 01 0a000000 01000000"n" 01000000"c""#));
-        let b = BreakLockOp { name: "n".into(), locker: EntityName::client(7), cookie: "c".into() };
+        let u = UnlockOp {
+            name: "n".into(),
+            cookie: "c".into(),
+        };
+        assert_eq!(
+            u.to_bytes(),
+            hex(r#"01 01 0a000000 01000000"n" 01000000"c""#)
+        );
+        let b = BreakLockOp {
+            name: "n".into(),
+            locker: EntityName::client(7),
+            cookie: "c".into(),
+        };
         assert_eq!(BreakLockOp::from_bytes(b.to_bytes()).unwrap(), b);
-        let l = ListLocksReply { locks: vec![RBD_LOCK_NAME.into()] };
+        let l = ListLocksReply {
+            locks: vec![RBD_LOCK_NAME.into()],
+        };
         assert_eq!(ListLocksReply::from_bytes(l.to_bytes()).unwrap(), l);
-        let a = AssertOp { name: "n".into(), lock_type: LockType::Shared, cookie: "".into(), tag: "t".into() };
+        let a = AssertOp {
+            name: "n".into(),
+            lock_type: LockType::Shared,
+            cookie: "".into(),
+            tag: "t".into(),
+        };
         assert_eq!(AssertOp::from_bytes(a.to_bytes()).unwrap(), a);
-        let g = GetInfoOp { name: RBD_LOCK_NAME.into() };
+        let g = GetInfoOp {
+            name: RBD_LOCK_NAME.into(),
+        };
         assert_eq!(GetInfoOp::from_bytes(g.to_bytes()).unwrap(), g);
     }
 

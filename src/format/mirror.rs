@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::codec::{
-    wire_enum, wire_struct, Decode, DecodeError, Decoder, Encode, Encoder, Result, UTime,
+    Decode, DecodeError, Decoder, Encode, Encoder, Result, UTime, wire_enum, wire_struct,
 };
 use super::entity::EntityInst;
 
@@ -175,8 +175,16 @@ impl Decode for MirrorImage {
         let b = &mut f.body;
         let global_image_id = b.get()?;
         let state = b.get()?;
-        let mode = if f.version >= 2 { b.get()? } else { MirrorImageMode::Journal };
-        Ok(MirrorImage { global_image_id, state, mode })
+        let mode = if f.version >= 2 {
+            b.get()?
+        } else {
+            MirrorImageMode::Journal
+        };
+        Ok(MirrorImage {
+            global_image_id,
+            state,
+            mode,
+        })
     }
 }
 
@@ -207,7 +215,11 @@ impl MirrorImageSiteStatus {
     }
 
     fn decode_meta(version: u8, d: &mut Decoder) -> Result<Self> {
-        let mirror_uuid = if version >= 2 { d.get()? } else { String::new() };
+        let mirror_uuid = if version >= 2 {
+            d.get()?
+        } else {
+            String::new()
+        };
         Ok(MirrorImageSiteStatus {
             mirror_uuid,
             state: d.get()?,
@@ -256,7 +268,10 @@ impl Decode for MirrorImageSiteStatusOnDisk {
     fn decode(d: &mut Decoder) -> Result<Self> {
         let mut f = d.frame("MirrorImageSiteStatusOnDisk", 1)?;
         let origin = f.body.get()?;
-        Ok(MirrorImageSiteStatusOnDisk { origin, status: d.get()? })
+        Ok(MirrorImageSiteStatusOnDisk {
+            origin,
+            status: d.get()?,
+        })
     }
 }
 
@@ -297,7 +312,10 @@ impl Decode for MirrorImageStatus {
         let b = &mut f.body;
         let local = MirrorImageSiteStatus::decode_meta(1, b)?;
         if f.version < 2 {
-            return Ok(MirrorImageStatus { local: Some(local), remote: Vec::new() });
+            return Ok(MirrorImageStatus {
+                local: Some(local),
+                remote: Vec::new(),
+            });
         }
         let valid = b.bool()?;
         // Smallest remote meta: uuid len + state + description len + utime + up.
@@ -306,7 +324,10 @@ impl Decode for MirrorImageStatus {
         for _ in 0..n {
             remote.push(MirrorImageSiteStatus::decode_meta(2, b)?);
         }
-        Ok(MirrorImageStatus { local: valid.then_some(local), remote })
+        Ok(MirrorImageStatus {
+            local: valid.then_some(local),
+            remote,
+        })
     }
 }
 
@@ -334,14 +355,20 @@ impl Decode for MirrorImageMap {
     fn decode(d: &mut Decoder) -> Result<Self> {
         let mut f = d.frame("MirrorImageMap", 1)?;
         let b = &mut f.body;
-        Ok(MirrorImageMap { instance_id: b.get()?, mapped_time: b.get()?, data: b.get()? })
+        Ok(MirrorImageMap {
+            instance_id: b.get()?,
+            mapped_time: b.get()?,
+            data: b.get()?,
+        })
     }
 }
 
 /// The `mirror_uuid` omap value is raw ASCII (no length prefix), unlike `mirror_uuid_get`'s
 /// output. Refuses non-UTF-8.
 pub fn decode_raw_mirror_uuid(value: &[u8]) -> Result<String> {
-    String::from_utf8(value.to_vec()).map_err(|_| DecodeError::InvalidUtf8 { what: "mirror_uuid" })
+    String::from_utf8(value.to_vec()).map_err(|_| DecodeError::InvalidUtf8 {
+        what: "mirror_uuid",
+    })
 }
 
 // ---- rbd.mirror_* method inputs and outputs (spec §2.6) ---------------------------------
@@ -422,8 +449,8 @@ pub type MirrorImageMapListOutput = BTreeMap<String, MirrorImageMap>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::codec::testutil::*;
     use crate::format::entity::{EntityAddr, EntityName};
+    use crate::format::testutil::*;
     use proptest::prelude::*;
 
     const GID: &str = "c83deb29-613a-4050-b67d-81ecd750299b";
@@ -434,8 +461,7 @@ mod tests {
         06000000"site-b" 0c000000"client.admin" ffffffffffffffff 02
         24000000"3d00e2a0-10ee-4701-9b36-6d48ebda18d3" 786c066b 161b3a11"#;
     const IMAGE: &str = r#"02 01 2a000000 24000000 "c83deb29-613a-4050-b67d-81ecd750299b" 01 00"#;
-    const SITE_STATUS_REMOTE: &str =
-        r#"02 02 2f000000 0e000000"fake-site-uuid" 06 0f000000"stopped by test" 00000000 00000000 00"#;
+    const SITE_STATUS_REMOTE: &str = r#"02 02 2f000000 0e000000"fake-site-uuid" 06 0f000000"stopped by test" 00000000 00000000 00"#;
 
     fn desc_221() -> String {
         // The captured descriptions are 0xdd / 0xeb bytes long; the text itself is elided in
@@ -475,7 +501,10 @@ mod tests {
         assert_eq!(img.mode, MirrorImageMode::Journal);
         assert_eq!(img.to_bytes(), raw);
 
-        assert_eq!(MirrorMode::from_bytes(hex("01000000")).unwrap(), MirrorMode::Image);
+        assert_eq!(
+            MirrorMode::from_bytes(hex("01000000")).unwrap(),
+            MirrorMode::Image
+        );
         assert_eq!(MirrorMode::from_raw(3), MirrorMode::Other(3));
         assert!(!MirrorMode::Other(3).is_enabled());
         let global = hex(r#"0c000000 313032393434633936323363"#);
@@ -485,7 +514,10 @@ mod tests {
             "775c2cc6-9e0d-4f32-ad29-161a4c4d5768"
         );
         assert_eq!(keys::status(GID, ""), format!("status_global_{GID}"));
-        assert_eq!(keys::status(GID, "u"), format!("remote_status_global_{GID}_u"));
+        assert_eq!(
+            keys::status(GID, "u"),
+            format!("remote_status_global_{GID}_u")
+        );
     }
 
     #[test]
@@ -497,7 +529,10 @@ mod tests {
         assert_eq!(s.description, "stopped by test");
         assert_eq!(s.to_bytes(), raw);
         // A local status (empty uuid) goes out as v1/compat 1.
-        let local = MirrorImageSiteStatus { mirror_uuid: String::new(), ..s.clone() };
+        let local = MirrorImageSiteStatus {
+            mirror_uuid: String::new(),
+            ..s.clone()
+        };
         assert_eq!(&local.to_bytes()[..2], &[1, 1]);
 
         let input = hex(&format!(
@@ -539,7 +574,10 @@ mod tests {
         let s = MirrorImageStatus::from_bytes(raw.clone()).unwrap();
         assert_eq!(s.local, None);
         assert_eq!(s.remote.len(), 1);
-        assert_eq!(s.remote[0].mirror_uuid, "3d00e2a0-10ee-4701-9b36-6d48ebda18d3");
+        assert_eq!(
+            s.remote[0].mirror_uuid,
+            "3d00e2a0-10ee-4701-9b36-6d48ebda18d3"
+        );
         assert_eq!(s.remote[0].state, MirrorImageStatusState::Replaying);
         assert!(s.remote[0].up);
         assert_eq!(s.to_bytes(), raw);
@@ -547,19 +585,31 @@ mod tests {
 
     #[test]
     fn golden_image_map_and_list_outputs() {
-        let m = MirrorImageMap { instance_id: "4134".into(), mapped_time: UTime::new(5, 6), data: hex("01 01 04000000 00000000") };
+        let m = MirrorImageMap {
+            instance_id: "4134".into(),
+            mapped_time: UTime::new(5, 6),
+            data: hex("01 01 04000000 00000000"),
+        };
         assert_eq!(MirrorImageMap::from_bytes(m.to_bytes()).unwrap(), m);
 
-        let raw = hex(&format!(r#"01000000 0c000000"102944c9623c" 24000000"{GID}""#));
+        let raw = hex(&format!(
+            r#"01000000 0c000000"102944c9623c" 24000000"{GID}""#
+        ));
         let list = MirrorImageListOutput::from_bytes(raw.clone()).unwrap();
         assert_eq!(list.get("102944c9623c").map(String::as_str), Some(GID));
         assert_eq!(list.to_bytes(), raw);
 
         let raw = hex(r#"01000000 04000000"4134""#);
-        assert_eq!(Vec::<String>::from_bytes(raw).unwrap(), vec!["4134".to_string()]);
+        assert_eq!(
+            Vec::<String>::from_bytes(raw).unwrap(),
+            vec!["4134".to_string()]
+        );
 
         let raw = hex(r#"24000000 "775c2cc6-9e0d-4f32-ad29-161a4c4d5768""#);
-        assert_eq!(String::from_bytes(raw).unwrap(), "775c2cc6-9e0d-4f32-ad29-161a4c4d5768");
+        assert_eq!(
+            String::from_bytes(raw).unwrap(),
+            "775c2cc6-9e0d-4f32-ad29-161a4c4d5768"
+        );
     }
 
     #[test]
@@ -575,15 +625,22 @@ mod tests {
     }
 
     fn site_status() -> impl Strategy<Value = MirrorImageSiteStatus> {
-        (".{0,12}", any::<u8>(), ".{0,12}", any::<(u32, u32)>(), any::<bool>()).prop_map(
-            |(mirror_uuid, state, description, (s, n), up)| MirrorImageSiteStatus {
-                mirror_uuid,
-                state: MirrorImageStatusState::from_raw(state),
-                description,
-                last_update: UTime::new(s, n),
-                up,
-            },
+        (
+            ".{0,12}",
+            any::<u8>(),
+            ".{0,12}",
+            any::<(u32, u32)>(),
+            any::<bool>(),
         )
+            .prop_map(|(mirror_uuid, state, description, (s, n), up)| {
+                MirrorImageSiteStatus {
+                    mirror_uuid,
+                    state: MirrorImageStatusState::from_raw(state),
+                    description,
+                    last_update: UTime::new(s, n),
+                    up,
+                }
+            })
     }
 
     proptest! {

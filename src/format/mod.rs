@@ -27,8 +27,11 @@ pub mod event;
 pub mod image;
 pub mod journal;
 pub mod lock;
+mod macros;
 pub mod mirror;
 pub mod notify;
 pub mod object_map;
+#[cfg(test)]
+mod testutil;
 
 pub use codec::{Decode, DecodeError, Decoder, Encode, Encoder, UTime};

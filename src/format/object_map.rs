@@ -12,7 +12,7 @@
 
 use bytes::Bytes;
 
-use super::codec::{wire_enum, Decode, DecodeError, Decoder, Encode, Encoder, Result};
+use super::codec::{Decode, DecodeError, Decoder, Encode, Encoder, Result, wire_enum};
 
 wire_enum! {
     /// The state of one data object. Only values 0..=3 fit in two bits, so `Other` never
@@ -76,7 +76,9 @@ impl ObjectMap {
         if i >= self.len {
             return false;
         }
-        let Some(byte) = usize::try_from(i / PER_BYTE).ok().and_then(|b| self.data.get_mut(b))
+        let Some(byte) = usize::try_from(i / PER_BYTE)
+            .ok()
+            .and_then(|b| self.data.get_mut(b))
         else {
             return false;
         };
@@ -142,7 +144,7 @@ impl Decode for ObjectMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::codec::testutil::*;
+    use crate::format::testutil::*;
     use proptest::prelude::*;
 
     /// Spec §5.3: 10 objects, objects 0, 1, 5 written → data bytes `50 10 00`.
@@ -153,7 +155,9 @@ mod tests {
         let raw = hex(TEN);
         let m = ObjectMap::from_bytes(raw.clone()).unwrap();
         assert_eq!(m.len(), 10);
-        let exists: Vec<u64> = (0..10).filter(|&i| m.get(i) == Some(ObjectState::Exists)).collect();
+        let exists: Vec<u64> = (0..10)
+            .filter(|&i| m.get(i) == Some(ObjectState::Exists))
+            .collect();
         assert_eq!(exists, vec![0, 1, 5]);
         assert_eq!(m.get(10), None);
         assert_eq!(m.to_bytes(), raw);
@@ -180,7 +184,10 @@ mod tests {
     #[test]
     fn huge_count_is_refused() {
         let raw = hex("0e000000 01 01 08000000 ffffffffffffffff 00000000");
-        assert!(matches!(ObjectMap::from_bytes(raw), Err(DecodeError::BadLength { .. })));
+        assert!(matches!(
+            ObjectMap::from_bytes(raw),
+            Err(DecodeError::BadLength { .. })
+        ));
     }
 
     #[test]
