@@ -135,6 +135,8 @@ fn check(ret: c_int) -> Result<c_int, Errno> {
 /// One librados client instance (`rados_t`), connected.
 pub(super) struct Cluster {
     handle: rados_t,
+    /// librados crashes on some calls (e.g. `rados_watch_flush`) before a connect.
+    connected: bool,
     /// Registered watches by cookie: librados dereferences a cookie as a pointer, so only
     /// cookies found here are ever passed back to it.
     watches: Mutex<HashMap<u64, WatchReg>>,
@@ -153,7 +155,7 @@ impl Cluster {
         let mut handle: rados_t = ptr::null_mut();
         // SAFETY: valid out-pointer and NUL-terminated strings that outlive the call.
         check(unsafe { rados_create2(&mut handle, cn.as_ptr(), n.as_ptr(), 0) })?;
-        Ok(Cluster { handle, watches: Mutex::new(HashMap::new()) })
+        Ok(Cluster { handle, connected: false, watches: Mutex::new(HashMap::new()) })
     }
 
     pub(super) fn conf_read_file(&self, path: &str) -> Result<(), Errno> {
@@ -169,9 +171,11 @@ impl Cluster {
     }
 
     /// Blocking: authenticates and fetches maps, bounded by `client_mount_timeout`.
-    pub(super) fn connect(&self) -> Result<(), Errno> {
+    pub(super) fn connect(&mut self) -> Result<(), Errno> {
         // SAFETY: handle is live and not yet connected.
-        check(unsafe { rados_connect(self.handle) }).map(drop)
+        check(unsafe { rados_connect(self.handle) })?;
+        self.connected = true;
+        Ok(())
     }
 
     pub(super) fn fsid(&self) -> Result<String, Errno> {
@@ -303,17 +307,20 @@ impl Drop for Cluster {
     /// be dropped by a completion callback), so it runs on a thread of its own.
     fn drop(&mut self) {
         let watches: Vec<_> = self.watches.get_mut().unwrap_or_else(|e| e.into_inner()).drain().collect();
-        let handle = SendPtr(self.handle);
+        let (handle, connected) = (SendPtr(self.handle), self.connected);
         std::thread::spawn(move || {
             let handle = handle;
-            for (cookie, reg) in &watches {
-                // SAFETY: registered cookies on their live ioctxs, unwatched once here.
-                unsafe { rados_unwatch2(reg.io, *cookie) };
+            if connected {
+                for (cookie, reg) in &watches {
+                    // SAFETY: registered cookies on their live ioctxs, unwatched once here.
+                    unsafe { rados_unwatch2(reg.io, *cookie) };
+                }
+                // SAFETY: waits out queued watch callbacks, so the contexts may be freed;
+                // the ioctxs go before the shutdown.
+                unsafe { rados_watch_flush(handle.0) };
+                drop(watches);
             }
-            // SAFETY: flushing then shutting down the (now unreferenced) client; the watch
-            // contexts are freed only after the flush, the ioctxs before the shutdown.
-            unsafe { rados_watch_flush(handle.0) };
-            drop(watches);
+            // SAFETY: the client is unreferenced; shut down once.
             unsafe { rados_shutdown(handle.0) };
         });
     }

@@ -133,6 +133,13 @@ impl LibradosIoCtx {
     }
 }
 
+impl std::fmt::Debug for LibradosIoCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let i = &self.inner;
+        f.debug_struct("LibradosIoCtx").field("pool_id", &i.pool_id).field("pool_name", &i.pool_name).field("namespace", &i.namespace).finish()
+    }
+}
+
 #[async_trait]
 impl IoCtx for LibradosIoCtx {
     fn pool_id(&self) -> i64 {

@@ -156,13 +156,19 @@ fn secs(d: Duration) -> String {
     d.as_secs_f64().ceil().max(1.0).to_string()
 }
 
+impl fmt::Debug for LibradosCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LibradosCluster").field("fsid", &self.inner.fsid).field("instance_id", &self.inner.instance_id).finish()
+    }
+}
+
 impl LibradosCluster {
     /// Connects, failing within about `mount_timeout` when the monitors are unreachable.
     pub async fn connect(cfg: ConnectConfig) -> RadosResult<Self> {
         let target = cfg.target();
         tracing::debug!(config = ?cfg, "connecting to ceph");
         let inner = blocking(move || {
-            let cluster = Cluster::create(&cfg.cluster_name, &cfg.client_name)?;
+            let mut cluster = Cluster::create(&cfg.cluster_name, &cfg.client_name)?;
             if let Some(conf) = &cfg.conf_file {
                 cluster.conf_read_file(&conf.to_string_lossy())?;
             }
