@@ -10,13 +10,14 @@
 //! so that a backend implements each semantic once.
 
 mod error;
+pub mod faults;
 pub mod librados;
 pub mod memory;
 mod op;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -82,35 +83,58 @@ pub const WATCH_QUEUE: usize = 256;
 pub struct Watch {
     pub cookie: u64,
     events: mpsc::Receiver<WatchEvent>,
-    lagged: Arc<AtomicBool>,
+    flags: Arc<WatchFlags>,
+    /// An event received while a flag took precedence; delivered next.
+    stash: Option<WatchEvent>,
+}
+
+/// Conditions raised while the queue was full; they must reach the consumer regardless.
+#[derive(Default)]
+struct WatchFlags {
+    lagged: AtomicBool,
+    /// Errno of a watch error that did not fit in the queue (0: none).
+    error: AtomicI32,
 }
 
 /// The sending half a backend keeps for a watch.
 #[derive(Clone)]
 pub struct WatchSender {
     events: mpsc::Sender<WatchEvent>,
-    lagged: Arc<AtomicBool>,
+    flags: Arc<WatchFlags>,
 }
 
 impl Watch {
     pub fn channel(cookie: u64) -> (WatchSender, Watch) {
         let (tx, rx) = mpsc::channel(WATCH_QUEUE);
-        let lagged = Arc::new(AtomicBool::new(false));
-        (WatchSender { events: tx, lagged: lagged.clone() }, Watch { cookie, events: rx, lagged })
+        let flags = Arc::new(WatchFlags::default());
+        let watch = Watch { cookie, events: rx, flags: flags.clone(), stash: None };
+        (WatchSender { events: tx, flags }, watch)
     }
 
     /// The next event; `None` after unwatch. Cancel safe.
     pub async fn next(&mut self) -> Option<WatchEvent> {
-        if self.lagged.swap(false, Ordering::AcqRel) {
-            return Some(WatchEvent::Lagged);
+        if let Some(ev) = self.raised().or_else(|| self.stash.take()) {
+            return Some(ev);
         }
         let ev = self.events.recv().await;
-        if self.lagged.swap(false, Ordering::AcqRel) {
-            // Report the gap before what follows it, so the consumer re-reads first.
-            // The received event is older than the drop, so re-reading covers it.
+        // A flag raised meanwhile is older news than what the queue holds: report it first.
+        match self.raised() {
+            Some(flag) => {
+                self.stash = ev;
+                Some(flag)
+            }
+            None => ev,
+        }
+    }
+
+    fn raised(&self) -> Option<WatchEvent> {
+        if self.flags.lagged.swap(false, Ordering::AcqRel) {
             return Some(WatchEvent::Lagged);
         }
-        ev
+        match self.flags.error.swap(0, Ordering::AcqRel) {
+            0 => None,
+            e => Some(WatchEvent::Error(Errno(e))),
+        }
     }
 }
 
@@ -121,17 +145,25 @@ impl WatchSender {
         match self.events.try_send(WatchEvent::Notify(n)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.lagged.store(true, Ordering::Release);
+                // The queue is non-empty, so the consumer will wake and see the flag.
+                self.flags.lagged.store(true, Ordering::Release);
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
-    /// Reports a broken watch; never blocks (if the queue is full, `Lagged` stands in).
+    /// Reports a broken watch; never blocks and is never lost.
     pub fn error(&self, errno: Errno) {
         if self.events.try_send(WatchEvent::Error(errno)).is_err() {
-            self.lagged.store(true, Ordering::Release);
+            self.flags.error.store(errno.0, Ordering::Release);
+        }
+    }
+
+    /// Reports that notifications were lost upstream of this watch.
+    pub fn lagged(&self) {
+        if self.events.try_send(WatchEvent::Lagged).is_err() {
+            self.flags.lagged.store(true, Ordering::Release);
         }
     }
 
