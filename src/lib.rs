@@ -1,8 +1,10 @@
 //! rbd-relay: an event-driven replacement for Ceph's `rbd-mirror` (journal mode).
 //!
 //! Crate map (dependencies point one way: mirror → journal, rbd → cls → rados → format):
+//! - [`cls`]: typed calls to Ceph's object classes (cls_rbd, cls_journal, cls_lock).
 //! - [`format`]: Ceph's binary encodings and the types we read and write; pure.
 //! - [`rados`]: the storage seam (async traits) with the `librados` and `memory` backends.
 
+pub mod cls;
 pub mod format;
 pub mod rados;

@@ -1,0 +1,188 @@
+//! cls_rbd's image header calls on `rbd_header.<id>` (spec §5.2–§5.3): size, features, flags,
+//! snapshots and their protection and limit, metadata, striping, and the object map calls
+//! on `rbd_object_map.*`. Replaces the image part of `cls/rbd/cls_rbd_client.cc`.
+//!
+//! Functions take the header object name, so the caller decides which image (and pool) it
+//! speaks to. Snapshot ids are the image's own ids (self-managed RADOS snapshots).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::{ClsResult, enc, read, write};
+use crate::format::codec::ListInput;
+use crate::format::image::{
+    CreateInput, GetFeaturesInput, GetFeaturesOutput, GetSizeOutput, ProtectionStatus,
+    SetFeaturesInput, SetFlagsInput, SetProtectionStatusInput, SnapContext, SnapshotAddInput,
+    SnapshotInfo, SnapshotNamespace, SnapshotRenameInput, StripeUnitCount,
+};
+use crate::format::image::{ObjectMapResizeInput, ObjectMapUpdateInput};
+use crate::format::object_map::ObjectMap;
+use crate::rados::{Errno, IoCtx, SnapId, WriteOp};
+
+const CLASS: &str = "rbd";
+const METADATA_PAGE: u64 = 1024;
+
+/// Creates the header exclusively (`EEXIST` if it exists) with its size, order, features and
+/// data object prefix; `data_pool_id` -1 keeps data in the header's pool.
+pub async fn create<I: IoCtx>(io: &I, oid: &str, input: &CreateInput) -> ClsResult<()> {
+    let op = WriteOp::new().create(true).exec(CLASS, "create", enc(input));
+    io.operate_write(oid, op).await?;
+    Ok(())
+}
+
+/// Order and size of the head (`NOSNAP`) or of a snapshot.
+pub async fn get_size<I: IoCtx>(io: &I, oid: &str, snap: SnapId) -> ClsResult<GetSizeOutput> {
+    read(io, oid, CLASS, "get_size", enc(&snap)).await
+}
+
+/// Sets the head's size (the caller trims data objects and the object map).
+pub async fn set_size<I: IoCtx>(io: &I, oid: &str, size: u64) -> ClsResult<()> {
+    write(io, oid, CLASS, "set_size", enc(&size)).await
+}
+
+pub async fn get_features<I: IoCtx>(io: &I, oid: &str, snap: SnapId) -> ClsResult<GetFeaturesOutput> {
+    read(io, oid, CLASS, "get_features", enc(&GetFeaturesInput { snap_id: snap, read_only: false })).await
+}
+
+/// Sets the bits of `mask` to their value in `features`.
+pub async fn set_features<I: IoCtx>(io: &I, oid: &str, features: u64, mask: u64) -> ClsResult<()> {
+    write(io, oid, CLASS, "set_features", enc(&SetFeaturesInput { features, mask })).await
+}
+
+pub async fn get_object_prefix<I: IoCtx>(io: &I, oid: &str) -> ClsResult<String> {
+    read(io, oid, CLASS, "get_object_prefix", Bytes::new()).await
+}
+
+/// The separate data pool's id, -1 for none.
+pub async fn get_data_pool<I: IoCtx>(io: &I, oid: &str) -> ClsResult<i64> {
+    read(io, oid, CLASS, "get_data_pool", Bytes::new()).await
+}
+
+pub async fn get_flags<I: IoCtx>(io: &I, oid: &str, snap: SnapId) -> ClsResult<u64> {
+    read(io, oid, CLASS, "get_flags", enc(&snap)).await
+}
+
+/// Sets the bits of `mask` to their value in `flags`, on the head or a snapshot.
+pub async fn set_flags<I: IoCtx>(io: &I, oid: &str, flags: u64, mask: u64, snap: SnapId) -> ClsResult<()> {
+    write(io, oid, CLASS, "set_flags", enc(&SetFlagsInput { flags, mask, snap_id: snap })).await
+}
+
+/// The snapshot context every data write must carry.
+pub async fn get_snapcontext<I: IoCtx>(io: &I, oid: &str) -> ClsResult<SnapContext> {
+    read(io, oid, CLASS, "get_snapcontext", Bytes::new()).await
+}
+
+/// `ENOENT` for an unknown snapshot id.
+pub async fn snapshot_get<I: IoCtx>(io: &I, oid: &str, snap: SnapId) -> ClsResult<SnapshotInfo> {
+    read(io, oid, CLASS, "snapshot_get", enc(&snap)).await
+}
+
+/// Every snapshot of the image, oldest first.
+pub async fn snapshot_list<I: IoCtx>(io: &I, oid: &str) -> ClsResult<Vec<SnapshotInfo>> {
+    let snapc = get_snapcontext(io, oid).await?;
+    let mut snaps = Vec::with_capacity(snapc.snaps.len());
+    for id in snapc.snaps.iter().rev() {
+        match snapshot_get(io, oid, *id).await {
+            Err(e) if e.is_not_found() => continue, // removed meanwhile
+            other => snaps.push(other?),
+        }
+    }
+    Ok(snaps)
+}
+
+/// Adds a snapshot with an id allocated by `selfmanaged_snap_create` (must be newer than the
+/// header's `snap_seq`); `EEXIST` on a duplicate name.
+pub async fn snapshot_add<I: IoCtx>(io: &I, oid: &str, snap: SnapId, name: &str, ns: SnapshotNamespace) -> ClsResult<()> {
+    let input = SnapshotAddInput { name: name.into(), snap_id: snap, snapshot_namespace: ns };
+    write(io, oid, CLASS, "snapshot_add", enc(&input)).await
+}
+
+pub async fn snapshot_remove<I: IoCtx>(io: &I, oid: &str, snap: SnapId) -> ClsResult<()> {
+    write(io, oid, CLASS, "snapshot_remove", enc(&snap)).await
+}
+
+pub async fn snapshot_rename<I: IoCtx>(io: &I, oid: &str, snap: SnapId, dst_name: &str) -> ClsResult<()> {
+    let input = SnapshotRenameInput { src_snap_id: snap, dst_name: dst_name.into() };
+    write(io, oid, CLASS, "snapshot_rename", enc(&input)).await
+}
+
+/// Moves a snapshot to the trash namespace (kept while clones still use it).
+pub async fn snapshot_trash_add<I: IoCtx>(io: &I, oid: &str, snap: SnapId) -> ClsResult<()> {
+    write(io, oid, CLASS, "snapshot_trash_add", enc(&snap)).await
+}
+
+pub async fn get_protection_status<I: IoCtx>(io: &I, oid: &str, snap: SnapId) -> ClsResult<ProtectionStatus> {
+    read(io, oid, CLASS, "get_protection_status", enc(&snap)).await
+}
+
+pub async fn set_protection_status<I: IoCtx>(io: &I, oid: &str, snap: SnapId, status: ProtectionStatus) -> ClsResult<()> {
+    let input = SetProtectionStatusInput { snap_id: snap, status };
+    write(io, oid, CLASS, "set_protection_status", enc(&input)).await
+}
+
+/// The snapshot count limit (`u64::MAX` when unlimited).
+pub async fn snapshot_get_limit<I: IoCtx>(io: &I, oid: &str) -> ClsResult<u64> {
+    read(io, oid, CLASS, "snapshot_get_limit", Bytes::new()).await
+}
+
+pub async fn snapshot_set_limit<I: IoCtx>(io: &I, oid: &str, limit: u64) -> ClsResult<()> {
+    write(io, oid, CLASS, "snapshot_set_limit", enc(&limit)).await
+}
+
+/// Sets image metadata (`rbd image-meta set`), several keys at once.
+pub async fn metadata_set<I: IoCtx>(io: &I, oid: &str, kv: &BTreeMap<String, Bytes>) -> ClsResult<()> {
+    write(io, oid, CLASS, "metadata_set", enc(kv)).await
+}
+
+pub async fn metadata_remove<I: IoCtx>(io: &I, oid: &str, key: &str) -> ClsResult<()> {
+    write(io, oid, CLASS, "metadata_remove", enc(key)).await
+}
+
+/// Every metadata key of the image with its raw value.
+pub async fn metadata_list<I: IoCtx>(io: &I, oid: &str) -> ClsResult<BTreeMap<String, Bytes>> {
+    let mut all = BTreeMap::new();
+    loop {
+        let start_after = all.keys().next_back().cloned().unwrap_or_default();
+        let input = ListInput { start_after, max_return: METADATA_PAGE };
+        let page: BTreeMap<String, Bytes> = read(io, oid, CLASS, "metadata_list", enc(&input)).await?;
+        let full = page.len() as u64 >= METADATA_PAGE;
+        all.extend(page);
+        if !full {
+            return Ok(all);
+        }
+    }
+}
+
+/// Striping of a STRIPINGV2 image; `None` for the default layout (Ceph answers `ENOEXEC`).
+pub async fn get_stripe_unit_count<I: IoCtx>(io: &I, oid: &str) -> ClsResult<Option<StripeUnitCount>> {
+    match read(io, oid, CLASS, "get_stripe_unit_count", Bytes::new()).await {
+        Err(e) if e.is(Errno::ENOEXEC) => Ok(None),
+        other => other.map(Some),
+    }
+}
+
+pub async fn set_stripe_unit_count<I: IoCtx>(io: &I, oid: &str, s: &StripeUnitCount) -> ClsResult<()> {
+    write(io, oid, CLASS, "set_stripe_unit_count", enc(s)).await
+}
+
+/// The feature bits this OSD's cls_rbd supports (any object will do).
+pub async fn get_all_features<I: IoCtx>(io: &I, oid: &str) -> ClsResult<u64> {
+    read(io, oid, CLASS, "get_all_features", Bytes::new()).await
+}
+
+/// The object map of the head or of a snapshot (by its object name).
+pub async fn object_map_load<I: IoCtx>(io: &I, map_oid: &str) -> ClsResult<ObjectMap> {
+    read(io, map_oid, CLASS, "object_map_load", Bytes::new()).await
+}
+
+/// Creates or resizes an object map; new entries get `default_state`.
+pub async fn object_map_resize<I: IoCtx>(io: &I, map_oid: &str, object_count: u64, default_state: u8) -> ClsResult<()> {
+    let input = ObjectMapResizeInput { object_count, default_state };
+    write(io, map_oid, CLASS, "object_map_resize", enc(&input)).await
+}
+
+/// Sets objects `[start, end)` to `state` (only those currently in `expected`, if given).
+pub async fn object_map_update<I: IoCtx>(io: &I, map_oid: &str, input: &ObjectMapUpdateInput) -> ClsResult<()> {
+    write(io, map_oid, CLASS, "object_map_update", enc(input)).await
+}

@@ -1,0 +1,100 @@
+//! Typed calls to the Ceph object classes rbd-relay uses, over the [`rados`](crate::rados)
+//! seam: `journal` (cls_journal on journal headers and data objects), `lock` (cls_lock, the
+//! exclusive lock of image headers), `mirror` (cls_rbd's `rbd_mirroring` methods), `image`
+//! (cls_rbd's image header methods) and `dir` (`rbd_directory` / `rbd_id.*`).
+//!
+//! Each call encodes its input with [`format`](crate::format), runs the method (a read op for
+//! read-only methods, which return output; a write op for the rest) and decodes the reply.
+//! Ceph's errno comes back untouched in [`ClsError::Rados`], so callers can match on
+//! `ENOENT`, `EEXIST`, `ESTALE` ... exactly as Ceph defines them per method.
+
+pub mod dir;
+pub mod image;
+pub mod journal;
+pub mod lock;
+pub mod mirror;
+
+use bytes::Bytes;
+
+use crate::format::{Decode, DecodeError, Encode};
+use crate::rados::{Errno, IoCtx, RadosError, RadosOp, ReadReply, ReadResult};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClsError {
+    #[error(transparent)]
+    Rados(#[from] RadosError),
+    #[error("{class}.{method} on {object}: undecodable reply: {source}")]
+    Decode { class: &'static str, method: &'static str, object: String, source: DecodeError },
+}
+
+impl ClsError {
+    /// Ceph's errno, if the call failed in RADOS (not in decoding).
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            ClsError::Rados(e) => Some(e.errno),
+            ClsError::Decode { .. } => None,
+        }
+    }
+
+    pub fn is(&self, errno: Errno) -> bool {
+        self.errno() == Some(errno)
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.is(Errno::ENOENT)
+    }
+
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ClsError::Rados(e) if e.is_transient())
+    }
+
+    /// Bounded label for metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ClsError::Rados(e) => e.code(),
+            ClsError::Decode { .. } => "decode",
+        }
+    }
+}
+
+pub type ClsResult<T> = Result<T, ClsError>;
+
+/// Runs a read-only method and decodes its whole output.
+async fn read<I: IoCtx, T: Decode>(
+    io: &I,
+    oid: &str,
+    class: &'static str,
+    method: &'static str,
+    input: Bytes,
+) -> ClsResult<T> {
+    let out = io.exec(oid, class, method, input).await?;
+    decode_as(oid, class, method, out)
+}
+
+fn decode_as<T: Decode>(oid: &str, class: &'static str, method: &'static str, out: Bytes) -> ClsResult<T> {
+    T::from_bytes(out).map_err(|source| ClsError::Decode { class, method, object: oid.to_string(), source })
+}
+
+/// The outputs of a read op made only of method calls, one per call.
+fn outputs<const N: usize>(oid: &str, methods: &[&'static str; N], reply: ReadReply) -> ClsResult<[Bytes; N]> {
+    let data: Vec<Bytes> = reply
+        .results
+        .into_iter()
+        .filter_map(|r| match r {
+            ReadResult::Data(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    data.try_into().map_err(|_| ClsError::Rados(RadosError::new(RadosOp::Exec, format!("{oid} {methods:?}"), Errno::EIO)))
+}
+
+/// Runs a method with write rights.
+async fn write<I: IoCtx>(io: &I, oid: &str, class: &'static str, method: &'static str, input: Bytes) -> ClsResult<()> {
+    io.exec_write(oid, class, method, input).await?;
+    Ok(())
+}
+
+/// The encoding of a value, as a method input.
+fn enc<T: Encode + ?Sized>(v: &T) -> Bytes {
+    v.to_bytes()
+}
