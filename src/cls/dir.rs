@@ -17,16 +17,40 @@ const LIST_PAGE: u64 = 1024;
 
 /// Adds `name → id` (creates the directory if needed); `EEXIST` on a duplicate name or id.
 pub async fn add_image<I: IoCtx>(io: &I, name: &str, id: &str) -> ClsResult<()> {
-    write(io, DIR, CLASS, "dir_add_image", enc(&DirImageInput { name: name.into(), id: id.into() })).await
+    write(
+        io,
+        DIR,
+        CLASS,
+        "dir_add_image",
+        enc(&DirImageInput {
+            name: name.into(),
+            id: id.into(),
+        }),
+    )
+    .await
 }
 
 /// `ENOENT` when the pair is not there.
 pub async fn remove_image<I: IoCtx>(io: &I, name: &str, id: &str) -> ClsResult<()> {
-    write(io, DIR, CLASS, "dir_remove_image", enc(&DirImageInput { name: name.into(), id: id.into() })).await
+    write(
+        io,
+        DIR,
+        CLASS,
+        "dir_remove_image",
+        enc(&DirImageInput {
+            name: name.into(),
+            id: id.into(),
+        }),
+    )
+    .await
 }
 
 pub async fn rename_image<I: IoCtx>(io: &I, src: &str, dst: &str, id: &str) -> ClsResult<()> {
-    let input = DirRenameInput { src: src.into(), dst: dst.into(), id: id.into() };
+    let input = DirRenameInput {
+        src: src.into(),
+        dst: dst.into(),
+        id: id.into(),
+    };
     write(io, DIR, CLASS, "dir_rename_image", enc(&input)).await
 }
 
@@ -43,7 +67,10 @@ pub async fn list<I: IoCtx>(io: &I) -> ClsResult<BTreeMap<String, String>> {
     let mut all = BTreeMap::new();
     loop {
         let start_after = all.keys().next_back().cloned().unwrap_or_default();
-        let input = ListInput { start_after, max_return: LIST_PAGE };
+        let input = ListInput {
+            start_after,
+            max_return: LIST_PAGE,
+        };
         let page: BTreeMap<String, String> = read(io, DIR, CLASS, "dir_list", enc(&input)).await?;
         let full = page.len() as u64 >= LIST_PAGE;
         all.extend(page);

@@ -26,7 +26,9 @@ const METADATA_PAGE: u64 = 1024;
 /// Creates the header exclusively (`EEXIST` if it exists) with its size, order, features and
 /// data object prefix; `data_pool_id` -1 keeps data in the header's pool.
 pub async fn create<I: IoCtx>(io: &I, oid: &str, input: &CreateInput) -> ClsResult<()> {
-    let op = WriteOp::new().create(true).exec(CLASS, "create", enc(input));
+    let op = WriteOp::new()
+        .create(true)
+        .exec(CLASS, "create", enc(input));
     io.operate_write(oid, op).await?;
     Ok(())
 }
@@ -41,13 +43,34 @@ pub async fn set_size<I: IoCtx>(io: &I, oid: &str, size: u64) -> ClsResult<()> {
     write(io, oid, CLASS, "set_size", enc(&size)).await
 }
 
-pub async fn get_features<I: IoCtx>(io: &I, oid: &str, snap: SnapId) -> ClsResult<GetFeaturesOutput> {
-    read(io, oid, CLASS, "get_features", enc(&GetFeaturesInput { snap_id: snap, read_only: false })).await
+pub async fn get_features<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    snap: SnapId,
+) -> ClsResult<GetFeaturesOutput> {
+    read(
+        io,
+        oid,
+        CLASS,
+        "get_features",
+        enc(&GetFeaturesInput {
+            snap_id: snap,
+            read_only: false,
+        }),
+    )
+    .await
 }
 
 /// Sets the bits of `mask` to their value in `features`.
 pub async fn set_features<I: IoCtx>(io: &I, oid: &str, features: u64, mask: u64) -> ClsResult<()> {
-    write(io, oid, CLASS, "set_features", enc(&SetFeaturesInput { features, mask })).await
+    write(
+        io,
+        oid,
+        CLASS,
+        "set_features",
+        enc(&SetFeaturesInput { features, mask }),
+    )
+    .await
 }
 
 pub async fn get_object_prefix<I: IoCtx>(io: &I, oid: &str) -> ClsResult<String> {
@@ -64,8 +87,25 @@ pub async fn get_flags<I: IoCtx>(io: &I, oid: &str, snap: SnapId) -> ClsResult<u
 }
 
 /// Sets the bits of `mask` to their value in `flags`, on the head or a snapshot.
-pub async fn set_flags<I: IoCtx>(io: &I, oid: &str, flags: u64, mask: u64, snap: SnapId) -> ClsResult<()> {
-    write(io, oid, CLASS, "set_flags", enc(&SetFlagsInput { flags, mask, snap_id: snap })).await
+pub async fn set_flags<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    flags: u64,
+    mask: u64,
+    snap: SnapId,
+) -> ClsResult<()> {
+    write(
+        io,
+        oid,
+        CLASS,
+        "set_flags",
+        enc(&SetFlagsInput {
+            flags,
+            mask,
+            snap_id: snap,
+        }),
+    )
+    .await
 }
 
 /// The snapshot context every data write must carry.
@@ -93,8 +133,18 @@ pub async fn snapshot_list<I: IoCtx>(io: &I, oid: &str) -> ClsResult<Vec<Snapsho
 
 /// Adds a snapshot with an id allocated by `selfmanaged_snap_create` (must be newer than the
 /// header's `snap_seq`); `EEXIST` on a duplicate name.
-pub async fn snapshot_add<I: IoCtx>(io: &I, oid: &str, snap: SnapId, name: &str, ns: SnapshotNamespace) -> ClsResult<()> {
-    let input = SnapshotAddInput { name: name.into(), snap_id: snap, snapshot_namespace: ns };
+pub async fn snapshot_add<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    snap: SnapId,
+    name: &str,
+    ns: SnapshotNamespace,
+) -> ClsResult<()> {
+    let input = SnapshotAddInput {
+        name: name.into(),
+        snap_id: snap,
+        snapshot_namespace: ns,
+    };
     write(io, oid, CLASS, "snapshot_add", enc(&input)).await
 }
 
@@ -102,8 +152,16 @@ pub async fn snapshot_remove<I: IoCtx>(io: &I, oid: &str, snap: SnapId) -> ClsRe
     write(io, oid, CLASS, "snapshot_remove", enc(&snap)).await
 }
 
-pub async fn snapshot_rename<I: IoCtx>(io: &I, oid: &str, snap: SnapId, dst_name: &str) -> ClsResult<()> {
-    let input = SnapshotRenameInput { src_snap_id: snap, dst_name: dst_name.into() };
+pub async fn snapshot_rename<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    snap: SnapId,
+    dst_name: &str,
+) -> ClsResult<()> {
+    let input = SnapshotRenameInput {
+        src_snap_id: snap,
+        dst_name: dst_name.into(),
+    };
     write(io, oid, CLASS, "snapshot_rename", enc(&input)).await
 }
 
@@ -112,12 +170,24 @@ pub async fn snapshot_trash_add<I: IoCtx>(io: &I, oid: &str, snap: SnapId) -> Cl
     write(io, oid, CLASS, "snapshot_trash_add", enc(&snap)).await
 }
 
-pub async fn get_protection_status<I: IoCtx>(io: &I, oid: &str, snap: SnapId) -> ClsResult<ProtectionStatus> {
+pub async fn get_protection_status<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    snap: SnapId,
+) -> ClsResult<ProtectionStatus> {
     read(io, oid, CLASS, "get_protection_status", enc(&snap)).await
 }
 
-pub async fn set_protection_status<I: IoCtx>(io: &I, oid: &str, snap: SnapId, status: ProtectionStatus) -> ClsResult<()> {
-    let input = SetProtectionStatusInput { snap_id: snap, status };
+pub async fn set_protection_status<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    snap: SnapId,
+    status: ProtectionStatus,
+) -> ClsResult<()> {
+    let input = SetProtectionStatusInput {
+        snap_id: snap,
+        status,
+    };
     write(io, oid, CLASS, "set_protection_status", enc(&input)).await
 }
 
@@ -131,7 +201,11 @@ pub async fn snapshot_set_limit<I: IoCtx>(io: &I, oid: &str, limit: u64) -> ClsR
 }
 
 /// Sets image metadata (`rbd image-meta set`), several keys at once.
-pub async fn metadata_set<I: IoCtx>(io: &I, oid: &str, kv: &BTreeMap<String, Bytes>) -> ClsResult<()> {
+pub async fn metadata_set<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    kv: &BTreeMap<String, Bytes>,
+) -> ClsResult<()> {
     write(io, oid, CLASS, "metadata_set", enc(kv)).await
 }
 
@@ -144,8 +218,12 @@ pub async fn metadata_list<I: IoCtx>(io: &I, oid: &str) -> ClsResult<BTreeMap<St
     let mut all = BTreeMap::new();
     loop {
         let start_after = all.keys().next_back().cloned().unwrap_or_default();
-        let input = ListInput { start_after, max_return: METADATA_PAGE };
-        let page: BTreeMap<String, Bytes> = read(io, oid, CLASS, "metadata_list", enc(&input)).await?;
+        let input = ListInput {
+            start_after,
+            max_return: METADATA_PAGE,
+        };
+        let page: BTreeMap<String, Bytes> =
+            read(io, oid, CLASS, "metadata_list", enc(&input)).await?;
         let full = page.len() as u64 >= METADATA_PAGE;
         all.extend(page);
         if !full {
@@ -155,14 +233,21 @@ pub async fn metadata_list<I: IoCtx>(io: &I, oid: &str) -> ClsResult<BTreeMap<St
 }
 
 /// Striping of a STRIPINGV2 image; `None` for the default layout (Ceph answers `ENOEXEC`).
-pub async fn get_stripe_unit_count<I: IoCtx>(io: &I, oid: &str) -> ClsResult<Option<StripeUnitCount>> {
+pub async fn get_stripe_unit_count<I: IoCtx>(
+    io: &I,
+    oid: &str,
+) -> ClsResult<Option<StripeUnitCount>> {
     match read(io, oid, CLASS, "get_stripe_unit_count", Bytes::new()).await {
         Err(e) if e.is(Errno::ENOEXEC) => Ok(None),
         other => other.map(Some),
     }
 }
 
-pub async fn set_stripe_unit_count<I: IoCtx>(io: &I, oid: &str, s: &StripeUnitCount) -> ClsResult<()> {
+pub async fn set_stripe_unit_count<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    s: &StripeUnitCount,
+) -> ClsResult<()> {
     write(io, oid, CLASS, "set_stripe_unit_count", enc(s)).await
 }
 
@@ -177,12 +262,24 @@ pub async fn object_map_load<I: IoCtx>(io: &I, map_oid: &str) -> ClsResult<Objec
 }
 
 /// Creates or resizes an object map; new entries get `default_state`.
-pub async fn object_map_resize<I: IoCtx>(io: &I, map_oid: &str, object_count: u64, default_state: u8) -> ClsResult<()> {
-    let input = ObjectMapResizeInput { object_count, default_state };
+pub async fn object_map_resize<I: IoCtx>(
+    io: &I,
+    map_oid: &str,
+    object_count: u64,
+    default_state: u8,
+) -> ClsResult<()> {
+    let input = ObjectMapResizeInput {
+        object_count,
+        default_state,
+    };
     write(io, map_oid, CLASS, "object_map_resize", enc(&input)).await
 }
 
 /// Sets objects `[start, end)` to `state` (only those currently in `expected`, if given).
-pub async fn object_map_update<I: IoCtx>(io: &I, map_oid: &str, input: &ObjectMapUpdateInput) -> ClsResult<()> {
+pub async fn object_map_update<I: IoCtx>(
+    io: &I,
+    map_oid: &str,
+    input: &ObjectMapUpdateInput,
+) -> ClsResult<()> {
     write(io, map_oid, CLASS, "object_map_update", enc(input)).await
 }

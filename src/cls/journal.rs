@@ -11,8 +11,8 @@ use bytes::Bytes;
 use super::{ClsResult, decode_as, enc, outputs, read, write};
 use crate::format::codec::ListInput;
 use crate::format::journal::{
-    AppendInput, Client, ClientCommitInput, ClientDataInput, ClientState, ClientUpdateStateInput,
-    CreateInput, ObjectSetPosition, Tag, TagCreateInput, TagListInput, CLIENT_LIST_MAX_RETURN,
+    AppendInput, CLIENT_LIST_MAX_RETURN, Client, ClientCommitInput, ClientDataInput, ClientState,
+    ClientUpdateStateInput, CreateInput, ObjectSetPosition, Tag, TagCreateInput, TagListInput,
 };
 use crate::rados::{IoCtx, ReadOp, WriteOp};
 
@@ -32,14 +32,20 @@ pub struct Geometry {
 
 /// `create`: writes the header keys; `EEXIST` when the journal exists.
 pub async fn create<I: IoCtx>(io: &I, oid: &str, g: Geometry) -> ClsResult<()> {
-    let input = CreateInput { order: g.order, splay_width: g.splay_width, pool_id: g.pool_id };
+    let input = CreateInput {
+        order: g.order,
+        splay_width: g.splay_width,
+        pool_id: g.pool_id,
+    };
     write(io, oid, CLASS, "create", enc(&input)).await
 }
 
 /// Order, splay width and pool in one round trip (three method calls in one read op).
 pub async fn geometry<I: IoCtx>(io: &I, oid: &str) -> ClsResult<Geometry> {
     let methods = ["get_order", "get_splay_width", "get_pool_id"];
-    let op = methods.iter().fold(ReadOp::new(), |op, m| op.exec(CLASS, m, Bytes::new()));
+    let op = methods
+        .iter()
+        .fold(ReadOp::new(), |op, m| op.exec(CLASS, m, Bytes::new()));
     let reply = io.operate_read(oid, op).await?;
     let [order, splay, pool] = outputs(oid, &methods, reply)?;
     Ok(Geometry {
@@ -74,15 +80,48 @@ pub async fn get_client<I: IoCtx>(io: &I, oid: &str, id: &str) -> ClsResult<Clie
 
 /// `EEXIST` when registered; the new client starts at the minimum existing position.
 pub async fn client_register<I: IoCtx>(io: &I, oid: &str, id: &str, data: Bytes) -> ClsResult<()> {
-    write(io, oid, CLASS, "client_register", enc(&ClientDataInput { id: id.into(), data })).await
+    write(
+        io,
+        oid,
+        CLASS,
+        "client_register",
+        enc(&ClientDataInput {
+            id: id.into(),
+            data,
+        }),
+    )
+    .await
 }
 
-pub async fn client_update_data<I: IoCtx>(io: &I, oid: &str, id: &str, data: Bytes) -> ClsResult<()> {
-    write(io, oid, CLASS, "client_update_data", enc(&ClientDataInput { id: id.into(), data })).await
+pub async fn client_update_data<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    id: &str,
+    data: Bytes,
+) -> ClsResult<()> {
+    write(
+        io,
+        oid,
+        CLASS,
+        "client_update_data",
+        enc(&ClientDataInput {
+            id: id.into(),
+            data,
+        }),
+    )
+    .await
 }
 
-pub async fn client_update_state<I: IoCtx>(io: &I, oid: &str, id: &str, state: ClientState) -> ClsResult<()> {
-    let input = ClientUpdateStateInput { id: id.into(), state };
+pub async fn client_update_state<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    id: &str,
+    state: ClientState,
+) -> ClsResult<()> {
+    let input = ClientUpdateStateInput {
+        id: id.into(),
+        state,
+    };
     write(io, oid, CLASS, "client_update_state", enc(&input)).await
 }
 
@@ -92,8 +131,16 @@ pub async fn client_unregister<I: IoCtx>(io: &I, oid: &str, id: &str) -> ClsResu
 
 /// Records a client's commit position (newest first, at most one per splay offset;
 /// `EINVAL` for more positions than the splay width).
-pub async fn client_commit<I: IoCtx>(io: &I, oid: &str, id: &str, position: ObjectSetPosition) -> ClsResult<()> {
-    let input = ClientCommitInput { id: id.into(), commit_position: position };
+pub async fn client_commit<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    id: &str,
+    position: ObjectSetPosition,
+) -> ClsResult<()> {
+    let input = ClientCommitInput {
+        id: id.into(),
+        commit_position: position,
+    };
     write(io, oid, CLASS, "client_commit", enc(&input)).await
 }
 
@@ -102,7 +149,10 @@ pub async fn client_list<I: IoCtx>(io: &I, oid: &str) -> ClsResult<Vec<Client>> 
     let mut all: Vec<Client> = Vec::new();
     loop {
         let start_after = all.last().map(|c| c.id.clone()).unwrap_or_default();
-        let input = ListInput { start_after, max_return: CLIENT_LIST_MAX_RETURN };
+        let input = ListInput {
+            start_after,
+            max_return: CLIENT_LIST_MAX_RETURN,
+        };
         let page: Vec<Client> = read(io, oid, CLASS, "client_list", enc(&input)).await?;
         let full = page.len() as u64 >= CLIENT_LIST_MAX_RETURN;
         all.extend(page);
@@ -122,14 +172,29 @@ pub async fn get_tag<I: IoCtx>(io: &I, oid: &str, tid: u64) -> ClsResult<Tag> {
 }
 
 /// `tag_create` with an explicit tid, which must equal `next_tag_tid` (`ESTALE` otherwise).
-pub async fn tag_create<I: IoCtx>(io: &I, oid: &str, tid: u64, tag_class: u64, data: Bytes) -> ClsResult<()> {
-    let input = TagCreateInput { tag_tid: tid, tag_class, data };
+pub async fn tag_create<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    tid: u64,
+    tag_class: u64,
+    data: Bytes,
+) -> ClsResult<()> {
+    let input = TagCreateInput {
+        tag_tid: tid,
+        tag_class,
+        data,
+    };
     write(io, oid, CLASS, "tag_create", enc(&input)).await
 }
 
 /// Allocates the next tag: reads `next_tag_tid` and creates it, retrying when another
 /// writer took that tid first. Returns the new tag's tid.
-pub async fn allocate_tag<I: IoCtx>(io: &I, oid: &str, tag_class: u64, data: Bytes) -> ClsResult<u64> {
+pub async fn allocate_tag<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    tag_class: u64,
+    data: Bytes,
+) -> ClsResult<u64> {
     loop {
         let tid = get_next_tag_tid(io, oid).await?;
         match tag_create(io, oid, tid, tag_class, data.clone()).await {
@@ -173,11 +238,19 @@ pub async fn tag_list<I: IoCtx>(
 /// The guarded append of a data object as one write step: fails with `EOVERFLOW` once the
 /// object already holds `soft_max_size` bytes (an append may end beyond it).
 pub fn append_op(op: WriteOp, soft_max_size: u64, data: Bytes) -> WriteOp {
-    op.exec(CLASS, "append", enc(&AppendInput { soft_max_size, data }))
+    op.exec(
+        CLASS,
+        "append",
+        enc(&AppendInput {
+            soft_max_size,
+            data,
+        }),
+    )
 }
 
 /// Appends to a data object with the overflow guard.
 pub async fn append<I: IoCtx>(io: &I, oid: &str, soft_max_size: u64, data: Bytes) -> ClsResult<()> {
-    io.operate_write(oid, append_op(WriteOp::new(), soft_max_size, data)).await?;
+    io.operate_write(oid, append_op(WriteOp::new(), soft_max_size, data))
+        .await?;
     Ok(())
 }

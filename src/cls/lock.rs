@@ -20,18 +20,45 @@ pub async fn lock<I: IoCtx>(io: &I, oid: &str, op: &LockOp) -> ClsResult<()> {
 
 /// Releases our lock; `ENOENT` when we do not hold it.
 pub async fn unlock<I: IoCtx>(io: &I, oid: &str, name: &str, cookie: &str) -> ClsResult<()> {
-    write(io, oid, CLASS, "unlock", enc(&UnlockOp { name: name.into(), cookie: cookie.into() })).await
+    write(
+        io,
+        oid,
+        CLASS,
+        "unlock",
+        enc(&UnlockOp {
+            name: name.into(),
+            cookie: cookie.into(),
+        }),
+    )
+    .await
 }
 
 /// Breaks another client's lock; `ENOENT` when that locker does not hold it.
-pub async fn break_lock<I: IoCtx>(io: &I, oid: &str, name: &str, locker: EntityName, cookie: &str) -> ClsResult<()> {
-    let op = BreakLockOp { name: name.into(), locker, cookie: cookie.into() };
+pub async fn break_lock<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    name: &str,
+    locker: EntityName,
+    cookie: &str,
+) -> ClsResult<()> {
+    let op = BreakLockOp {
+        name: name.into(),
+        locker,
+        cookie: cookie.into(),
+    };
     write(io, oid, CLASS, "break_lock", enc(&op)).await
 }
 
 /// Who holds a lock, its type and tag (an unheld lock has no lockers).
 pub async fn get_info<I: IoCtx>(io: &I, oid: &str, name: &str) -> ClsResult<GetInfoReply> {
-    read(io, oid, CLASS, "get_info", enc(&GetInfoOp { name: name.into() })).await
+    read(
+        io,
+        oid,
+        CLASS,
+        "get_info",
+        enc(&GetInfoOp { name: name.into() }),
+    )
+    .await
 }
 
 /// The names of the locks on an object.

@@ -13,10 +13,9 @@ use super::{ClsResult, enc, read, write};
 use crate::format::codec::ListInput;
 use crate::format::entity::EntityInst;
 use crate::format::mirror::{
-    MirrorImage, MirrorImageSetInput, MirrorImageSiteStatus, MirrorImageStatus,
+    MIRRORING_OBJECT, MirrorImage, MirrorImageSetInput, MirrorImageSiteStatus, MirrorImageStatus,
     MirrorImageStatusListOutput, MirrorImageStatusSetInput, MirrorMode, MirrorPeer,
     MirrorPeerDirection, MirrorPeerPingInput, MirrorPeerSetDirectionInput, MirrorPeerSetInput,
-    MIRRORING_OBJECT,
 };
 use crate::rados::IoCtx;
 
@@ -61,17 +60,30 @@ pub async fn peer_remove<I: IoCtx>(io: &I, uuid: &str) -> ClsResult<()> {
 }
 
 pub async fn peer_set_client<I: IoCtx>(io: &I, uuid: &str, client_name: &str) -> ClsResult<()> {
-    let input = MirrorPeerSetInput { uuid: uuid.into(), value: client_name.into() };
+    let input = MirrorPeerSetInput {
+        uuid: uuid.into(),
+        value: client_name.into(),
+    };
     write(io, OID, CLASS, "mirror_peer_set_client", enc(&input)).await
 }
 
 pub async fn peer_set_cluster<I: IoCtx>(io: &I, uuid: &str, site_name: &str) -> ClsResult<()> {
-    let input = MirrorPeerSetInput { uuid: uuid.into(), value: site_name.into() };
+    let input = MirrorPeerSetInput {
+        uuid: uuid.into(),
+        value: site_name.into(),
+    };
     write(io, OID, CLASS, "mirror_peer_set_cluster", enc(&input)).await
 }
 
-pub async fn peer_set_direction<I: IoCtx>(io: &I, uuid: &str, direction: MirrorPeerDirection) -> ClsResult<()> {
-    let input = MirrorPeerSetDirectionInput { uuid: uuid.into(), direction };
+pub async fn peer_set_direction<I: IoCtx>(
+    io: &I,
+    uuid: &str,
+    direction: MirrorPeerDirection,
+) -> ClsResult<()> {
+    let input = MirrorPeerSetDirectionInput {
+        uuid: uuid.into(),
+        direction,
+    };
     write(io, OID, CLASS, "mirror_peer_set_direction", enc(&input)).await
 }
 
@@ -91,8 +103,12 @@ pub async fn image_list<I: IoCtx>(io: &I) -> ClsResult<BTreeMap<String, String>>
     let mut all = BTreeMap::new();
     loop {
         let start_after = all.keys().next_back().cloned().unwrap_or_default();
-        let input = ListInput { start_after, max_return: LIST_PAGE };
-        let page: BTreeMap<String, String> = read(io, OID, CLASS, "mirror_image_list", enc(&input)).await?;
+        let input = ListInput {
+            start_after,
+            max_return: LIST_PAGE,
+        };
+        let page: BTreeMap<String, String> =
+            read(io, OID, CLASS, "mirror_image_list", enc(&input)).await?;
         let full = page.len() as u64 >= LIST_PAGE;
         all.extend(page);
         if !full {
@@ -103,7 +119,14 @@ pub async fn image_list<I: IoCtx>(io: &I) -> ClsResult<BTreeMap<String, String>>
 
 /// The local image id of a global image id; `ENOENT` if not mirrored here.
 pub async fn image_get_image_id<I: IoCtx>(io: &I, global_image_id: &str) -> ClsResult<String> {
-    read(io, OID, CLASS, "mirror_image_get_image_id", enc(global_image_id)).await
+    read(
+        io,
+        OID,
+        CLASS,
+        "mirror_image_get_image_id",
+        enc(global_image_id),
+    )
+    .await
 }
 
 pub async fn image_get<I: IoCtx>(io: &I, image_id: &str) -> ClsResult<MirrorImage> {
@@ -112,7 +135,10 @@ pub async fn image_get<I: IoCtx>(io: &I, image_id: &str) -> ClsResult<MirrorImag
 
 /// Writes `image_<id>` and `global_<gid>`; `EEXIST` if the global id maps to another image.
 pub async fn image_set<I: IoCtx>(io: &I, image_id: &str, image: &MirrorImage) -> ClsResult<()> {
-    let input = MirrorImageSetInput { image_id: image_id.into(), image: image.clone() };
+    let input = MirrorImageSetInput {
+        image_id: image_id.into(),
+        image: image.clone(),
+    };
     write(io, OID, CLASS, "mirror_image_set", enc(&input)).await
 }
 
@@ -124,27 +150,57 @@ pub async fn image_remove<I: IoCtx>(io: &I, image_id: &str) -> ClsResult<()> {
 /// Records a site status for an image. An empty `mirror_uuid` is this site's own status;
 /// otherwise it is a remote site's status reported into this pool. Silently ignored by Ceph
 /// for unknown or not-enabled images.
-pub async fn image_status_set<I: IoCtx>(io: &I, global_image_id: &str, status: &MirrorImageSiteStatus) -> ClsResult<()> {
-    let input = MirrorImageStatusSetInput { global_image_id: global_image_id.into(), status: status.clone() };
+pub async fn image_status_set<I: IoCtx>(
+    io: &I,
+    global_image_id: &str,
+    status: &MirrorImageSiteStatus,
+) -> ClsResult<()> {
+    let input = MirrorImageStatusSetInput {
+        global_image_id: global_image_id.into(),
+        status: status.clone(),
+    };
     write(io, OID, CLASS, "mirror_image_status_set", enc(&input)).await
 }
 
 /// Removes the local and every remote status of an image.
 pub async fn image_status_remove<I: IoCtx>(io: &I, global_image_id: &str) -> ClsResult<()> {
-    write(io, OID, CLASS, "mirror_image_status_remove", enc(global_image_id)).await
+    write(
+        io,
+        OID,
+        CLASS,
+        "mirror_image_status_remove",
+        enc(global_image_id),
+    )
+    .await
 }
 
 /// `ENOENT` when the image has no status at all.
-pub async fn image_status_get<I: IoCtx>(io: &I, global_image_id: &str) -> ClsResult<MirrorImageStatus> {
-    read(io, OID, CLASS, "mirror_image_status_get", enc(global_image_id)).await
+pub async fn image_status_get<I: IoCtx>(
+    io: &I,
+    global_image_id: &str,
+) -> ClsResult<MirrorImageStatus> {
+    read(
+        io,
+        OID,
+        CLASS,
+        "mirror_image_status_get",
+        enc(global_image_id),
+    )
+    .await
 }
 
 /// Every mirrored image with its status (images without a status have none in `statuses`).
 pub async fn image_status_list<I: IoCtx>(io: &I) -> ClsResult<MirrorImageStatusListOutput> {
-    let mut all = MirrorImageStatusListOutput { images: BTreeMap::new(), statuses: BTreeMap::new() };
+    let mut all = MirrorImageStatusListOutput {
+        images: BTreeMap::new(),
+        statuses: BTreeMap::new(),
+    };
     loop {
         let start_after = all.images.keys().next_back().cloned().unwrap_or_default();
-        let input = ListInput { start_after, max_return: LIST_PAGE };
+        let input = ListInput {
+            start_after,
+            max_return: LIST_PAGE,
+        };
         let page: MirrorImageStatusListOutput =
             read(io, OID, CLASS, "mirror_image_status_list", enc(&input)).await?;
         let full = page.images.len() as u64 >= LIST_PAGE;
@@ -158,10 +214,24 @@ pub async fn image_status_list<I: IoCtx>(io: &I) -> ClsResult<MirrorImageStatusL
 
 /// Drops statuses written by clients that no longer watch `rbd_mirroring`.
 pub async fn image_status_remove_down<I: IoCtx>(io: &I) -> ClsResult<()> {
-    write(io, OID, CLASS, "mirror_image_status_remove_down", Bytes::new()).await
+    write(
+        io,
+        OID,
+        CLASS,
+        "mirror_image_status_remove_down",
+        Bytes::new(),
+    )
+    .await
 }
 
 /// The client that wrote an image's local status; `ESTALE` if it no longer watches.
 pub async fn image_instance_get<I: IoCtx>(io: &I, global_image_id: &str) -> ClsResult<EntityInst> {
-    read(io, OID, CLASS, "mirror_image_instance_get", enc(global_image_id)).await
+    read(
+        io,
+        OID,
+        CLASS,
+        "mirror_image_instance_get",
+        enc(global_image_id),
+    )
+    .await
 }

@@ -24,7 +24,12 @@ pub enum ClsError {
     #[error(transparent)]
     Rados(#[from] RadosError),
     #[error("{class}.{method} on {object}: undecodable reply: {source}")]
-    Decode { class: &'static str, method: &'static str, object: String, source: DecodeError },
+    Decode {
+        class: &'static str,
+        method: &'static str,
+        object: String,
+        source: DecodeError,
+    },
 }
 
 impl ClsError {
@@ -71,12 +76,26 @@ async fn read<I: IoCtx, T: Decode>(
     decode_as(oid, class, method, out)
 }
 
-fn decode_as<T: Decode>(oid: &str, class: &'static str, method: &'static str, out: Bytes) -> ClsResult<T> {
-    T::from_bytes(out).map_err(|source| ClsError::Decode { class, method, object: oid.to_string(), source })
+fn decode_as<T: Decode>(
+    oid: &str,
+    class: &'static str,
+    method: &'static str,
+    out: Bytes,
+) -> ClsResult<T> {
+    T::from_bytes(out).map_err(|source| ClsError::Decode {
+        class,
+        method,
+        object: oid.to_string(),
+        source,
+    })
 }
 
 /// The outputs of a read op made only of method calls, one per call.
-fn outputs<const N: usize>(oid: &str, methods: &[&'static str; N], reply: ReadReply) -> ClsResult<[Bytes; N]> {
+fn outputs<const N: usize>(
+    oid: &str,
+    methods: &[&'static str; N],
+    reply: ReadReply,
+) -> ClsResult<[Bytes; N]> {
     let data: Vec<Bytes> = reply
         .results
         .into_iter()
@@ -85,11 +104,23 @@ fn outputs<const N: usize>(oid: &str, methods: &[&'static str; N], reply: ReadRe
             _ => None,
         })
         .collect();
-    data.try_into().map_err(|_| ClsError::Rados(RadosError::new(RadosOp::Exec, format!("{oid} {methods:?}"), Errno::EIO)))
+    data.try_into().map_err(|_| {
+        ClsError::Rados(RadosError::new(
+            RadosOp::Exec,
+            format!("{oid} {methods:?}"),
+            Errno::EIO,
+        ))
+    })
 }
 
 /// Runs a method with write rights.
-async fn write<I: IoCtx>(io: &I, oid: &str, class: &'static str, method: &'static str, input: Bytes) -> ClsResult<()> {
+async fn write<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    class: &'static str,
+    method: &'static str,
+    input: Bytes,
+) -> ClsResult<()> {
     io.exec_write(oid, class, method, input).await?;
     Ok(())
 }

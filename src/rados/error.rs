@@ -154,7 +154,11 @@ pub struct RadosError {
 
 impl RadosError {
     pub fn new(op: RadosOp, object: impl Into<String>, errno: Errno) -> Self {
-        RadosError { op, object: object.into(), errno }
+        RadosError {
+            op,
+            object: object.into(),
+            errno,
+        }
     }
 
     pub fn is_transient(&self) -> bool {

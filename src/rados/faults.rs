@@ -151,7 +151,10 @@ impl<R: Rados> FaultyRados<R> {
     }
 
     fn wrap(&self, io: R::IoCtx) -> FaultyIoCtx<R::IoCtx> {
-        FaultyIoCtx { inner: io, faults: self.faults.clone() }
+        FaultyIoCtx {
+            inner: io,
+            faults: self.faults.clone(),
+        }
     }
 }
 
@@ -164,7 +167,8 @@ impl<R: Rados> Rados for FaultyRados<R> {
         Ok(self.wrap(self.inner.ioctx(pool).await?))
     }
     async fn ioctx_by_id(&self, pool_id: i64) -> RadosResult<Self::IoCtx> {
-        self.faults.check(RadosOp::PoolLookup, &pool_id.to_string())?;
+        self.faults
+            .check(RadosOp::PoolLookup, &pool_id.to_string())?;
         Ok(self.wrap(self.inner.ioctx_by_id(pool_id).await?))
     }
     async fn pool_lookup(&self, pool: &str) -> RadosResult<i64> {
@@ -210,7 +214,10 @@ impl<I: IoCtx> IoCtx for FaultyIoCtx<I> {
         self.inner.namespace()
     }
     fn with_namespace(&self, namespace: &str) -> Self {
-        FaultyIoCtx { inner: self.inner.with_namespace(namespace), faults: self.faults.clone() }
+        FaultyIoCtx {
+            inner: self.inner.with_namespace(namespace),
+            faults: self.faults.clone(),
+        }
     }
     async fn operate_write(&self, oid: &str, op: WriteOp) -> RadosResult<u64> {
         self.faults.check(RadosOp::Write, oid)?;
@@ -241,11 +248,15 @@ impl<I: IoCtx> IoCtx for FaultyIoCtx<I> {
                 }
                 if copies == 0 {
                     // Lost on the way: the notifier still gets its ack, the consumer nothing.
-                    let _ = io.notify_ack(&oid, n.notify_id, n.cookie, Bytes::new()).await;
+                    let _ = io
+                        .notify_ack(&oid, n.notify_id, n.cookie, Bytes::new())
+                        .await;
                 }
                 for _ in 0..copies {
                     if !tx.offer(n.clone()) {
-                        let _ = io.notify_ack(&oid, n.notify_id, n.cookie, Bytes::new()).await;
+                        let _ = io
+                            .notify_ack(&oid, n.notify_id, n.cookie, Bytes::new())
+                            .await;
                     }
                 }
                 if tx.is_closed() {
@@ -263,11 +274,22 @@ impl<I: IoCtx> IoCtx for FaultyIoCtx<I> {
         self.faults.check(RadosOp::WatchCheck, "")?;
         self.inner.watch_check(cookie).await
     }
-    async fn notify(&self, oid: &str, payload: Bytes, timeout: Duration) -> RadosResult<NotifyReply> {
+    async fn notify(
+        &self,
+        oid: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> RadosResult<NotifyReply> {
         self.faults.check(RadosOp::Notify, oid)?;
         self.inner.notify(oid, payload, timeout).await
     }
-    async fn notify_ack(&self, oid: &str, notify_id: u64, cookie: u64, reply: Bytes) -> RadosResult<()> {
+    async fn notify_ack(
+        &self,
+        oid: &str,
+        notify_id: u64,
+        cookie: u64,
+        reply: Bytes,
+    ) -> RadosResult<()> {
         self.faults.check(RadosOp::NotifyAck, oid)?;
         self.inner.notify_ack(oid, notify_id, cookie, reply).await
     }
@@ -279,7 +301,12 @@ impl<I: IoCtx> IoCtx for FaultyIoCtx<I> {
         self.faults.check(RadosOp::SnapRemove, "")?;
         self.inner.selfmanaged_snap_remove(snap).await
     }
-    async fn selfmanaged_snap_rollback(&self, oid: &str, snap: SnapId, snapc: &SnapContext) -> RadosResult<()> {
+    async fn selfmanaged_snap_rollback(
+        &self,
+        oid: &str,
+        snap: SnapId,
+        snapc: &SnapContext,
+    ) -> RadosResult<()> {
         self.faults.check(RadosOp::SnapRollback, oid)?;
         self.inner.selfmanaged_snap_rollback(oid, snap, snapc).await
     }

@@ -107,7 +107,12 @@ impl Watch {
     pub fn channel(cookie: u64) -> (WatchSender, Watch) {
         let (tx, rx) = mpsc::channel(WATCH_QUEUE);
         let flags = Arc::new(WatchFlags::default());
-        let watch = Watch { cookie, events: rx, flags: flags.clone(), stash: None };
+        let watch = Watch {
+            cookie,
+            events: rx,
+            flags: flags.clone(),
+            stash: None,
+        };
         (WatchSender { events: tx, flags }, watch)
     }
 
@@ -206,14 +211,30 @@ pub trait IoCtx: Clone + Send + Sync + 'static {
     async fn unwatch(&self, cookie: u64) -> RadosResult<()>;
     /// How long ago the watch was last confirmed alive, or its error (e.g. `ENOTCONN`).
     async fn watch_check(&self, cookie: u64) -> RadosResult<Duration>;
-    async fn notify(&self, oid: &str, payload: Bytes, timeout: Duration) -> RadosResult<NotifyReply>;
-    async fn notify_ack(&self, oid: &str, notify_id: u64, cookie: u64, reply: Bytes) -> RadosResult<()>;
+    async fn notify(
+        &self,
+        oid: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> RadosResult<NotifyReply>;
+    async fn notify_ack(
+        &self,
+        oid: &str,
+        notify_id: u64,
+        cookie: u64,
+        reply: Bytes,
+    ) -> RadosResult<()>;
 
     /// Allocates a self-managed snapshot id from the pool.
     async fn selfmanaged_snap_create(&self) -> RadosResult<SnapId>;
     async fn selfmanaged_snap_remove(&self, snap: SnapId) -> RadosResult<()>;
     /// Rolls an object back to its state at `snap` (a write under `snapc`).
-    async fn selfmanaged_snap_rollback(&self, oid: &str, snap: SnapId, snapc: &SnapContext) -> RadosResult<()>;
+    async fn selfmanaged_snap_rollback(
+        &self,
+        oid: &str,
+        snap: SnapId,
+        snapc: &SnapContext,
+    ) -> RadosResult<()>;
 
     /// Names of all objects in this pool and namespace.
     async fn list_objects(&self) -> RadosResult<Vec<String>>;
@@ -221,39 +242,77 @@ pub trait IoCtx: Clone + Send + Sync + 'static {
     // ---- conveniences over the primitives (backends do not override these) ----
 
     async fn read(&self, oid: &str, offset: u64, len: u64) -> RadosResult<Bytes> {
-        data(self.operate_read(oid, ReadOp::new().read(offset, len)).await?)
+        data(
+            self.operate_read(oid, ReadOp::new().read(offset, len))
+                .await?,
+        )
     }
-    async fn read_at_snap(&self, oid: &str, offset: u64, len: u64, snap: SnapId) -> RadosResult<Bytes> {
-        data(self.operate_read(oid, ReadOp::new().read(offset, len).at_snap(snap)).await?)
+    async fn read_at_snap(
+        &self,
+        oid: &str,
+        offset: u64,
+        len: u64,
+        snap: SnapId,
+    ) -> RadosResult<Bytes> {
+        data(
+            self.operate_read(oid, ReadOp::new().read(offset, len).at_snap(snap))
+                .await?,
+        )
     }
     async fn stat(&self, oid: &str) -> RadosResult<ObjectStat> {
-        match self.operate_read(oid, ReadOp::new().stat()).await?.results.pop() {
+        match self
+            .operate_read(oid, ReadOp::new().stat())
+            .await?
+            .results
+            .pop()
+        {
             Some(ReadResult::Stat(s)) => Ok(s),
             _ => Err(RadosError::new(RadosOp::Read, oid, Errno::EIO)),
         }
     }
     async fn write(&self, oid: &str, offset: u64, data: Bytes) -> RadosResult<()> {
-        self.operate_write(oid, WriteOp::new().write(offset, data)).await.map(drop)
+        self.operate_write(oid, WriteOp::new().write(offset, data))
+            .await
+            .map(drop)
     }
     async fn write_full(&self, oid: &str, data: Bytes) -> RadosResult<()> {
-        self.operate_write(oid, WriteOp::new().write_full(data)).await.map(drop)
+        self.operate_write(oid, WriteOp::new().write_full(data))
+            .await
+            .map(drop)
     }
     async fn append(&self, oid: &str, data: Bytes) -> RadosResult<()> {
-        self.operate_write(oid, WriteOp::new().append(data)).await.map(drop)
+        self.operate_write(oid, WriteOp::new().append(data))
+            .await
+            .map(drop)
     }
     async fn truncate(&self, oid: &str, size: u64) -> RadosResult<()> {
-        self.operate_write(oid, WriteOp::new().truncate(size)).await.map(drop)
+        self.operate_write(oid, WriteOp::new().truncate(size))
+            .await
+            .map(drop)
     }
     async fn remove(&self, oid: &str) -> RadosResult<()> {
-        self.operate_write(oid, WriteOp::new().remove()).await.map(drop)
+        self.operate_write(oid, WriteOp::new().remove())
+            .await
+            .map(drop)
     }
     /// Runs a read-only cls method and returns its output.
     async fn exec(&self, oid: &str, class: &str, method: &str, input: Bytes) -> RadosResult<Bytes> {
-        data(self.operate_read(oid, ReadOp::new().exec(class, method, input)).await?)
+        data(
+            self.operate_read(oid, ReadOp::new().exec(class, method, input))
+                .await?,
+        )
     }
     /// Runs a cls method with write rights (its output, if any, is dropped).
-    async fn exec_write(&self, oid: &str, class: &str, method: &str, input: Bytes) -> RadosResult<()> {
-        self.operate_write(oid, WriteOp::new().exec(class, method, input)).await.map(drop)
+    async fn exec_write(
+        &self,
+        oid: &str,
+        class: &str,
+        method: &str,
+        input: Bytes,
+    ) -> RadosResult<()> {
+        self.operate_write(oid, WriteOp::new().exec(class, method, input))
+            .await
+            .map(drop)
     }
     /// Up to `max` omap pairs after `start_after` with keys starting with `prefix`.
     async fn omap_get_vals(
@@ -263,7 +322,10 @@ pub trait IoCtx: Clone + Send + Sync + 'static {
         prefix: &str,
         max: u64,
     ) -> RadosResult<(BTreeMap<String, Bytes>, bool)> {
-        omap(self.operate_read(oid, ReadOp::new().omap_get_vals(start_after, prefix, max)).await?)
+        omap(
+            self.operate_read(oid, ReadOp::new().omap_get_vals(start_after, prefix, max))
+                .await?,
+        )
     }
     /// Every omap pair with keys starting with `prefix`, paging through large maps.
     async fn omap_get_all(&self, oid: &str, prefix: &str) -> RadosResult<BTreeMap<String, Bytes>> {
@@ -282,21 +344,34 @@ pub trait IoCtx: Clone + Send + Sync + 'static {
             }
         }
     }
-    async fn omap_get_by_keys(&self, oid: &str, keys: &[&str]) -> RadosResult<BTreeMap<String, Bytes>> {
+    async fn omap_get_by_keys(
+        &self,
+        oid: &str,
+        keys: &[&str],
+    ) -> RadosResult<BTreeMap<String, Bytes>> {
         let op = ReadOp::new().omap_get_vals_by_keys(keys.iter().copied());
         omap(self.operate_read(oid, op).await?).map(|(m, _)| m)
     }
     async fn omap_set(&self, oid: &str, kv: BTreeMap<String, Bytes>) -> RadosResult<()> {
-        self.operate_write(oid, WriteOp::new().omap_set(kv)).await.map(drop)
+        self.operate_write(oid, WriteOp::new().omap_set(kv))
+            .await
+            .map(drop)
     }
     async fn omap_rm_keys(&self, oid: &str, keys: &[&str]) -> RadosResult<()> {
-        self.operate_write(oid, WriteOp::new().omap_rm_keys(keys.iter().copied())).await.map(drop)
+        self.operate_write(oid, WriteOp::new().omap_rm_keys(keys.iter().copied()))
+            .await
+            .map(drop)
     }
     async fn get_xattr(&self, oid: &str, name: &str) -> RadosResult<Bytes> {
-        data(self.operate_read(oid, ReadOp::new().get_xattr(name)).await?)
+        data(
+            self.operate_read(oid, ReadOp::new().get_xattr(name))
+                .await?,
+        )
     }
     async fn set_xattr(&self, oid: &str, name: &str, value: Bytes) -> RadosResult<()> {
-        self.operate_write(oid, WriteOp::new().set_xattr(name, value)).await.map(drop)
+        self.operate_write(oid, WriteOp::new().set_xattr(name, value))
+            .await
+            .map(drop)
     }
 }
 

@@ -36,24 +36,47 @@ pub enum CmpOp {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteStep {
     /// Create the object; `exclusive` fails with `EEXIST` when it exists.
-    Create { exclusive: bool },
-    Write { offset: u64, data: Bytes },
+    Create {
+        exclusive: bool,
+    },
+    Write {
+        offset: u64,
+        data: Bytes,
+    },
     WriteFull(Bytes),
     Append(Bytes),
     Truncate(u64),
-    Zero { offset: u64, len: u64 },
+    Zero {
+        offset: u64,
+        len: u64,
+    },
     Remove,
     OmapSet(BTreeMap<String, Bytes>),
     OmapRmKeys(Vec<String>),
     OmapClear,
-    SetXattr { name: String, value: Bytes },
+    SetXattr {
+        name: String,
+        value: Bytes,
+    },
     RmXattr(String),
     /// A cls method with write rights; its output is not returned (as in librados' C API).
-    Exec { class: String, method: String, input: Bytes },
+    Exec {
+        class: String,
+        method: String,
+        input: Bytes,
+    },
     AssertExists,
     AssertVersion(u64),
-    OmapCmp { key: String, op: CmpOp, value: Bytes },
-    CmpXattr { name: String, op: CmpOp, value: Bytes },
+    OmapCmp {
+        key: String,
+        op: CmpOp,
+        value: Bytes,
+    },
+    CmpXattr {
+        name: String,
+        op: CmpOp,
+        value: Bytes,
+    },
 }
 
 /// An atomic write operation on one object.
@@ -80,7 +103,10 @@ impl WriteOp {
         self.step(WriteStep::Create { exclusive })
     }
     pub fn write(self, offset: u64, data: impl Into<Bytes>) -> Self {
-        self.step(WriteStep::Write { offset, data: data.into() })
+        self.step(WriteStep::Write {
+            offset,
+            data: data.into(),
+        })
     }
     pub fn write_full(self, data: impl Into<Bytes>) -> Self {
         self.step(WriteStep::WriteFull(data.into()))
@@ -97,24 +123,36 @@ impl WriteOp {
     pub fn remove(self) -> Self {
         self.step(WriteStep::Remove)
     }
-    pub fn omap_set<K: Into<String>, V: Into<Bytes>>(self, kv: impl IntoIterator<Item = (K, V)>) -> Self {
+    pub fn omap_set<K: Into<String>, V: Into<Bytes>>(
+        self,
+        kv: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
         let map = kv.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
         self.step(WriteStep::OmapSet(map))
     }
     pub fn omap_rm_keys<K: Into<String>>(self, keys: impl IntoIterator<Item = K>) -> Self {
-        self.step(WriteStep::OmapRmKeys(keys.into_iter().map(Into::into).collect()))
+        self.step(WriteStep::OmapRmKeys(
+            keys.into_iter().map(Into::into).collect(),
+        ))
     }
     pub fn omap_clear(self) -> Self {
         self.step(WriteStep::OmapClear)
     }
     pub fn set_xattr(self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
-        self.step(WriteStep::SetXattr { name: name.into(), value: value.into() })
+        self.step(WriteStep::SetXattr {
+            name: name.into(),
+            value: value.into(),
+        })
     }
     pub fn rm_xattr(self, name: impl Into<String>) -> Self {
         self.step(WriteStep::RmXattr(name.into()))
     }
     pub fn exec(self, class: &str, method: &str, input: impl Into<Bytes>) -> Self {
-        self.step(WriteStep::Exec { class: class.into(), method: method.into(), input: input.into() })
+        self.step(WriteStep::Exec {
+            class: class.into(),
+            method: method.into(),
+            input: input.into(),
+        })
     }
     pub fn assert_exists(self) -> Self {
         self.step(WriteStep::AssertExists)
@@ -123,30 +161,60 @@ impl WriteOp {
         self.step(WriteStep::AssertVersion(version))
     }
     pub fn omap_cmp(self, key: impl Into<String>, op: CmpOp, value: impl Into<Bytes>) -> Self {
-        self.step(WriteStep::OmapCmp { key: key.into(), op, value: value.into() })
+        self.step(WriteStep::OmapCmp {
+            key: key.into(),
+            op,
+            value: value.into(),
+        })
     }
     pub fn cmp_xattr(self, name: impl Into<String>, op: CmpOp, value: impl Into<Bytes>) -> Self {
-        self.step(WriteStep::CmpXattr { name: name.into(), op, value: value.into() })
+        self.step(WriteStep::CmpXattr {
+            name: name.into(),
+            op,
+            value: value.into(),
+        })
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReadStep {
     /// `len == 0` reads to the end of the object.
-    Read { offset: u64, len: u64 },
+    Read {
+        offset: u64,
+        len: u64,
+    },
     Stat,
     /// Up to `max` pairs with keys after `start_after` that begin with `prefix`.
-    OmapGetVals { start_after: String, prefix: String, max: u64 },
-    OmapGetKeys { start_after: String, max: u64 },
+    OmapGetVals {
+        start_after: String,
+        prefix: String,
+        max: u64,
+    },
+    OmapGetKeys {
+        start_after: String,
+        max: u64,
+    },
     OmapGetValsByKeys(Vec<String>),
     GetXattr(String),
     GetXattrs,
     /// A read-only cls method; its output is returned.
-    Exec { class: String, method: String, input: Bytes },
+    Exec {
+        class: String,
+        method: String,
+        input: Bytes,
+    },
     AssertExists,
     AssertVersion(u64),
-    OmapCmp { key: String, op: CmpOp, value: Bytes },
-    CmpXattr { name: String, op: CmpOp, value: Bytes },
+    OmapCmp {
+        key: String,
+        op: CmpOp,
+        value: Bytes,
+    },
+    CmpXattr {
+        name: String,
+        op: CmpOp,
+        value: Bytes,
+    },
 }
 
 /// A read operation on one object, optionally at a snapshot.
@@ -159,7 +227,10 @@ pub struct ReadOp {
 
 impl Default for ReadOp {
     fn default() -> Self {
-        ReadOp { steps: Vec::new(), snap: NOSNAP }
+        ReadOp {
+            steps: Vec::new(),
+            snap: NOSNAP,
+        }
     }
 }
 
@@ -181,14 +252,28 @@ impl ReadOp {
     pub fn stat(self) -> Self {
         self.step(ReadStep::Stat)
     }
-    pub fn omap_get_vals(self, start_after: impl Into<String>, prefix: impl Into<String>, max: u64) -> Self {
-        self.step(ReadStep::OmapGetVals { start_after: start_after.into(), prefix: prefix.into(), max })
+    pub fn omap_get_vals(
+        self,
+        start_after: impl Into<String>,
+        prefix: impl Into<String>,
+        max: u64,
+    ) -> Self {
+        self.step(ReadStep::OmapGetVals {
+            start_after: start_after.into(),
+            prefix: prefix.into(),
+            max,
+        })
     }
     pub fn omap_get_keys(self, start_after: impl Into<String>, max: u64) -> Self {
-        self.step(ReadStep::OmapGetKeys { start_after: start_after.into(), max })
+        self.step(ReadStep::OmapGetKeys {
+            start_after: start_after.into(),
+            max,
+        })
     }
     pub fn omap_get_vals_by_keys<K: Into<String>>(self, keys: impl IntoIterator<Item = K>) -> Self {
-        self.step(ReadStep::OmapGetValsByKeys(keys.into_iter().map(Into::into).collect()))
+        self.step(ReadStep::OmapGetValsByKeys(
+            keys.into_iter().map(Into::into).collect(),
+        ))
     }
     pub fn get_xattr(self, name: impl Into<String>) -> Self {
         self.step(ReadStep::GetXattr(name.into()))
@@ -197,7 +282,11 @@ impl ReadOp {
         self.step(ReadStep::GetXattrs)
     }
     pub fn exec(self, class: &str, method: &str, input: impl Into<Bytes>) -> Self {
-        self.step(ReadStep::Exec { class: class.into(), method: method.into(), input: input.into() })
+        self.step(ReadStep::Exec {
+            class: class.into(),
+            method: method.into(),
+            input: input.into(),
+        })
     }
     pub fn assert_exists(self) -> Self {
         self.step(ReadStep::AssertExists)
@@ -206,10 +295,18 @@ impl ReadOp {
         self.step(ReadStep::AssertVersion(version))
     }
     pub fn omap_cmp(self, key: impl Into<String>, op: CmpOp, value: impl Into<Bytes>) -> Self {
-        self.step(ReadStep::OmapCmp { key: key.into(), op, value: value.into() })
+        self.step(ReadStep::OmapCmp {
+            key: key.into(),
+            op,
+            value: value.into(),
+        })
     }
     pub fn cmp_xattr(self, name: impl Into<String>, op: CmpOp, value: impl Into<Bytes>) -> Self {
-        self.step(ReadStep::CmpXattr { name: name.into(), op, value: value.into() })
+        self.step(ReadStep::CmpXattr {
+            name: name.into(),
+            op,
+            value: value.into(),
+        })
     }
 }
 
@@ -225,8 +322,14 @@ pub enum ReadResult {
     Data(Bytes),
     Stat(ObjectStat),
     /// Omap pairs; `more` is true when `max` cut the listing short.
-    Omap { entries: BTreeMap<String, Bytes>, more: bool },
-    Keys { keys: Vec<String>, more: bool },
+    Omap {
+        entries: BTreeMap<String, Bytes>,
+        more: bool,
+    },
+    Keys {
+        keys: Vec<String>,
+        more: bool,
+    },
     Xattrs(BTreeMap<String, Bytes>),
     /// Asserts and comparisons that passed.
     Done,

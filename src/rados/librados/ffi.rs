@@ -24,7 +24,7 @@ use ceph::rados::*;
 use libc::size_t;
 use tokio::sync::oneshot;
 
-use super::super::{Errno, WatchSender, Notification};
+use super::super::{Errno, Notification, WatchSender};
 use bytes::Bytes;
 
 unsafe extern "C" {
@@ -129,7 +129,11 @@ pub(super) fn cstr(s: &str) -> Result<CString, Errno> {
 }
 
 fn check(ret: c_int) -> Result<c_int, Errno> {
-    if ret < 0 { Err(Errno::from_ret(ret)) } else { Ok(ret) }
+    if ret < 0 {
+        Err(Errno::from_ret(ret))
+    } else {
+        Ok(ret)
+    }
 }
 
 /// One librados client instance (`rados_t`), connected.
@@ -155,7 +159,11 @@ impl Cluster {
         let mut handle: rados_t = ptr::null_mut();
         // SAFETY: valid out-pointer and NUL-terminated strings that outlive the call.
         check(unsafe { rados_create2(&mut handle, cn.as_ptr(), n.as_ptr(), 0) })?;
-        Ok(Cluster { handle, connected: false, watches: Mutex::new(HashMap::new()) })
+        Ok(Cluster {
+            handle,
+            connected: false,
+            watches: Mutex::new(HashMap::new()),
+        })
     }
 
     pub(super) fn conf_read_file(&self, path: &str) -> Result<(), Errno> {
@@ -182,7 +190,10 @@ impl Cluster {
         let mut buf = [0u8; 64];
         // SAFETY: the buffer and its length match; librados NUL-terminates within it.
         check(unsafe { rados_cluster_fsid(self.handle, buf.as_mut_ptr().cast(), buf.len()) })?;
-        Ok(CStr::from_bytes_until_nul(&buf).map_err(|_| Errno::EIO)?.to_string_lossy().into_owned())
+        Ok(CStr::from_bytes_until_nul(&buf)
+            .map_err(|_| Errno::EIO)?
+            .to_string_lossy()
+            .into_owned())
     }
 
     pub(super) fn instance_id(&self) -> u64 {
@@ -195,7 +206,11 @@ impl Cluster {
         let n = cstr(name)?;
         // SAFETY: handle is live; `n` outlives the call.
         let id = unsafe { rados_pool_lookup(self.handle, n.as_ptr()) };
-        if id < 0 { Err(Errno::from_ret(id as c_int)) } else { Ok(id) }
+        if id < 0 {
+            Err(Errno::from_ret(id as c_int))
+        } else {
+            Ok(id)
+        }
     }
 
     /// Blocking. Pool names, in the osdmap's order.
@@ -203,14 +218,19 @@ impl Cluster {
         let mut buf = vec![0u8; 4096];
         loop {
             // SAFETY: buffer and length match; librados writes at most `len` bytes.
-            let need = check(unsafe { rados_pool_list(self.handle, buf.as_mut_ptr().cast(), buf.len()) })?;
+            let need =
+                check(unsafe { rados_pool_list(self.handle, buf.as_mut_ptr().cast(), buf.len()) })?;
             if need as usize <= buf.len() {
                 buf.truncate(need as usize);
                 break;
             }
             buf.resize(need as usize, 0);
         }
-        Ok(buf.split(|b| *b == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect())
+        Ok(buf
+            .split(|b| *b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect())
     }
 
     /// Blocking. Runs a monitor command; returns its output buffer, or the errno and the
@@ -218,7 +238,8 @@ impl Cluster {
     pub(super) fn mon_command(&self, cmd: &str, input: &[u8]) -> Result<Vec<u8>, (Errno, String)> {
         let c = cstr(cmd).map_err(|e| (e, String::new()))?;
         let mut cmds = [c.as_ptr()];
-        let (mut out, mut out_len, mut outs, mut outs_len) = (ptr::null_mut(), 0, ptr::null_mut(), 0);
+        let (mut out, mut out_len, mut outs, mut outs_len) =
+            (ptr::null_mut(), 0, ptr::null_mut(), 0);
         // SAFETY: one valid command pointer; input slice valid for the call; the out-pointers
         // receive librados-allocated buffers that are freed below with rados_buffer_free.
         let ret = unsafe {
@@ -237,7 +258,10 @@ impl Cluster {
         // SAFETY: librados set each pointer to a buffer of the given length, or left it null.
         let (data, status) = unsafe { (take_buffer(out, out_len), take_buffer(outs, outs_len)) };
         if ret < 0 {
-            Err((Errno::from_ret(ret), String::from_utf8_lossy(&status).into_owned()))
+            Err((
+                Errno::from_ret(ret),
+                String::from_utf8_lossy(&status).into_owned(),
+            ))
         } else {
             Ok(data)
         }
@@ -245,11 +269,19 @@ impl Cluster {
 
     /// Registers this client in the manager's service map (`service`/`daemon`), with static
     /// metadata; beacons then keep it there for the life of the connection.
-    pub(super) fn service_register(&self, service: &str, daemon: &str, meta: &[(String, String)]) -> Result<(), Errno> {
+    pub(super) fn service_register(
+        &self,
+        service: &str,
+        daemon: &str,
+        meta: &[(String, String)],
+    ) -> Result<(), Errno> {
         let (s, d, m) = (cstr(service)?, cstr(daemon)?, dict(meta)?);
         // SAFETY: handle is live; all strings outlive the call; `m` is a NUL-separated,
         // double-NUL-terminated dictionary as the API requires.
-        check(unsafe { rados_service_register(self.handle, s.as_ptr(), d.as_ptr(), m.as_ptr().cast()) }).map(drop)
+        check(unsafe {
+            rados_service_register(self.handle, s.as_ptr(), d.as_ptr(), m.as_ptr().cast())
+        })
+        .map(drop)
     }
 
     pub(super) fn service_update_status(&self, status: &[(String, String)]) -> Result<(), Errno> {
@@ -260,14 +292,29 @@ impl Cluster {
 
     /// Blocking. Registers a watch on `oid`; notifications go to `sender`. The watch gets
     /// its own ioctx so that its callback context never depends on another handle's life.
-    pub(super) fn watch(&self, pool_id: i64, ns: &str, oid: &str, sender: WatchSender) -> Result<u64, Errno> {
+    pub(super) fn watch(
+        &self,
+        pool_id: i64,
+        ns: &str,
+        oid: &str,
+        sender: WatchSender,
+    ) -> Result<u64, Errno> {
         let o = cstr(oid)?;
         let io = create_ioctx(self.handle, pool_id, ns)?;
         let ctx = Box::into_raw(Box::new(WatchCtx { sender, io, oid: o }));
         let mut cookie = 0u64;
         // SAFETY: `io` is a live ioctx; `ctx` stays allocated until unwatch2 + watch_flush
         // (in `unwatch` or Drop) guarantee no callback is running or will run.
-        let ret = unsafe { rados_watch2(io, (*ctx).oid.as_ptr(), &mut cookie, Some(on_notify), Some(on_watch_error), ctx.cast()) };
+        let ret = unsafe {
+            rados_watch2(
+                io,
+                (*ctx).oid.as_ptr(),
+                &mut cookie,
+                Some(on_notify),
+                Some(on_watch_error),
+                ctx.cast(),
+            )
+        };
         if ret < 0 {
             // SAFETY: registration failed, so librados holds neither pointer.
             unsafe {
@@ -276,13 +323,21 @@ impl Cluster {
             }
             return Err(Errno::from_ret(ret));
         }
-        self.watches.lock().unwrap_or_else(|e| e.into_inner()).insert(cookie, WatchReg { io, ctx });
+        self.watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(cookie, WatchReg { io, ctx });
         Ok(cookie)
     }
 
     /// Blocking. Ends a watch and frees its context once no callback can run.
     pub(super) fn unwatch(&self, cookie: u64) -> Result<(), Errno> {
-        let reg = self.watches.lock().unwrap_or_else(|e| e.into_inner()).remove(&cookie).ok_or(Errno::ENOENT)?;
+        let reg = self
+            .watches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&cookie)
+            .ok_or(Errno::ENOENT)?;
         // SAFETY: `cookie` came from rados_watch2 on `reg.io` and was never unwatched.
         let ret = unsafe { rados_unwatch2(reg.io, cookie) };
         // SAFETY: the linger op is cancelled whatever unwatch2 returned; the flush waits
@@ -306,7 +361,12 @@ impl Drop for Cluster {
     /// Shutting down blocks and must not run on a librados thread (the last reference may
     /// be dropped by a completion callback), so it runs on a thread of its own.
     fn drop(&mut self) {
-        let watches: Vec<_> = self.watches.get_mut().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        let watches: Vec<_> = self
+            .watches
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
         let (handle, connected) = (SendPtr(self.handle), self.connected);
         std::thread::spawn(move || {
             let handle = handle;
@@ -374,7 +434,10 @@ fn create_ioctx(cluster: rados_t, pool_id: i64, ns: &str) -> Result<rados_ioctx_
 pub(super) enum IoTune<'a> {
     Head,
     /// Writes carry this snapshot context.
-    WriteCtx { seq: u64, snaps: &'a [u64] },
+    WriteCtx {
+        seq: u64,
+        snaps: &'a [u64],
+    },
     /// Reads see this snapshot.
     ReadSnap(u64),
 }
@@ -392,16 +455,26 @@ unsafe impl Send for RawIoCtx {}
 unsafe impl Sync for RawIoCtx {}
 
 impl RawIoCtx {
-    pub(super) fn create(cluster: &Arc<Cluster>, pool_id: i64, ns: &str, tune: IoTune<'_>) -> Result<RawIoCtx, Errno> {
+    pub(super) fn create(
+        cluster: &Arc<Cluster>,
+        pool_id: i64,
+        ns: &str,
+        tune: IoTune<'_>,
+    ) -> Result<RawIoCtx, Errno> {
         let io = create_ioctx(cluster.handle, pool_id, ns)?;
-        let raw = RawIoCtx { io, _cluster: cluster.clone() };
+        let raw = RawIoCtx {
+            io,
+            _cluster: cluster.clone(),
+        };
         match tune {
             IoTune::Head => {}
             IoTune::WriteCtx { seq, snaps } => {
                 let mut snaps = snaps.to_vec();
                 let n = c_int::try_from(snaps.len()).map_err(|_| Errno::EINVAL)?;
                 // SAFETY: unshared ioctx; the snaps array and count match; librados copies it.
-                check(unsafe { rados_ioctx_selfmanaged_snap_set_write_ctx(io, seq, snaps.as_mut_ptr(), n) })?;
+                check(unsafe {
+                    rados_ioctx_selfmanaged_snap_set_write_ctx(io, seq, snaps.as_mut_ptr(), n)
+                })?;
             }
             // SAFETY: unshared ioctx.
             IoTune::ReadSnap(snap) => unsafe { rados_ioctx_snap_set_read(io, snap) },
@@ -412,7 +485,9 @@ impl RawIoCtx {
     pub(super) fn pool_name(&self) -> Result<String, Errno> {
         let mut buf = vec![0u8; 1024];
         // SAFETY: buffer and length match.
-        let n = check(unsafe { rados_ioctx_get_pool_name(self.io, buf.as_mut_ptr().cast(), buf.len() as u32) })?;
+        let n = check(unsafe {
+            rados_ioctx_get_pool_name(self.io, buf.as_mut_ptr().cast(), buf.len() as u32)
+        })?;
         buf.truncate(n as usize);
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }
@@ -455,7 +530,11 @@ impl RawIoCtx {
                 break Err(Errno::from_ret(ret));
             }
             // SAFETY: on success `entry` is a NUL-terminated name.
-            names.push(unsafe { CStr::from_ptr(entry) }.to_string_lossy().into_owned());
+            names.push(
+                unsafe { CStr::from_ptr(entry) }
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         };
         // SAFETY: closed exactly once.
         unsafe { rados_nobjects_list_close(ctx) };
@@ -463,11 +542,27 @@ impl RawIoCtx {
     }
 
     /// Acks a notify; a non-blocking submission.
-    pub(super) fn notify_ack(&self, oid: &str, notify_id: u64, cookie: u64, reply: &[u8]) -> Result<(), Errno> {
+    pub(super) fn notify_ack(
+        &self,
+        oid: &str,
+        notify_id: u64,
+        cookie: u64,
+        reply: &[u8],
+    ) -> Result<(), Errno> {
         let o = cstr(oid)?;
         let len = c_int::try_from(reply.len()).map_err(|_| Errno::E2BIG)?;
         // SAFETY: live ioctx; `o` and `reply` outlive the call (librados copies the reply).
-        check(unsafe { rados_notify_ack(self.io, o.as_ptr(), notify_id, cookie, reply.as_ptr().cast(), len) }).map(drop)
+        check(unsafe {
+            rados_notify_ack(
+                self.io,
+                o.as_ptr(),
+                notify_id,
+                cookie,
+                reply.as_ptr().cast(),
+                len,
+            )
+        })
+        .map(drop)
     }
 }
 
@@ -504,7 +599,14 @@ impl Drop for WatchReg {
     }
 }
 
-extern "C" fn on_notify(arg: *mut c_void, notify_id: u64, handle: u64, notifier_id: u64, data: *mut c_void, len: size_t) {
+extern "C" fn on_notify(
+    arg: *mut c_void,
+    notify_id: u64,
+    handle: u64,
+    notifier_id: u64,
+    data: *mut c_void,
+    len: size_t,
+) {
     // SAFETY: `arg` is the WatchCtx registered with this watch, alive until unwatch + flush.
     let ctx = unsafe { &*(arg as *const WatchCtx) };
     let payload = if data.is_null() || len == 0 {
@@ -513,7 +615,12 @@ extern "C" fn on_notify(arg: *mut c_void, notify_id: u64, handle: u64, notifier_
         // SAFETY: librados passes `len` readable bytes at `data` for the callback's duration.
         Bytes::copy_from_slice(unsafe { std::slice::from_raw_parts(data as *const u8, len) })
     };
-    let n = Notification { notify_id, cookie: handle, notifier_id, payload };
+    let n = Notification {
+        notify_id,
+        cookie: handle,
+        notifier_id,
+        payload,
+    };
     if !ctx.sender.offer(n) {
         // The consumer is behind (it will see `Lagged` and re-read): ack now so that the
         // notifier does not wait out its timeout. A non-blocking submission.
@@ -557,7 +664,11 @@ extern "C" fn on_complete<T: Send>(c: rados_completion_t, arg: *mut c_void) {
     unsafe { rados_aio_release(c) };
     if let Some(tx) = flight.tx.take() {
         // If the future is gone, the outputs come back and are dropped (freed) here.
-        let _ = tx.send(Landed { ret, version, flight });
+        let _ = tx.send(Landed {
+            ret,
+            version,
+            flight,
+        });
     }
 }
 
@@ -573,7 +684,8 @@ fn launch<T: Send + 'static>(
     let flight = Box::into_raw(Box::new(Flight { tx: Some(tx), out }));
     let mut c: rados_completion_t = ptr::null_mut();
     // SAFETY: `flight` is a valid pointer handed to the callback, which reclaims it.
-    let ret = unsafe { rados_aio_create_completion(flight.cast(), Some(on_complete::<T>), None, &mut c) };
+    let ret =
+        unsafe { rados_aio_create_completion(flight.cast(), Some(on_complete::<T>), None, &mut c) };
     if ret < 0 {
         // SAFETY: no completion exists, so the callback never runs; reclaim the flight.
         drop(unsafe { Box::from_raw(flight) });
@@ -614,7 +726,8 @@ impl NotifyOut {
     /// The encoded reply, if librados produced one (also on `ETIMEDOUT`).
     fn reply(&self) -> Option<&[u8]> {
         // SAFETY: after completion `reply` is null or a buffer of `reply_len` bytes.
-        (!self.reply.is_null()).then(|| unsafe { std::slice::from_raw_parts(self.reply as *const u8, self.reply_len) })
+        (!self.reply.is_null())
+            .then(|| unsafe { std::slice::from_raw_parts(self.reply as *const u8, self.reply_len) })
     }
 }
 
@@ -629,15 +742,33 @@ impl Drop for NotifyOut {
 
 /// Sends a notify and waits (up to `timeout_ms`) for the watchers' acks; returns the
 /// encoded reply, also when some watchers timed out (`ETIMEDOUT` with a reply).
-pub(super) async fn notify(io: &Arc<RawIoCtx>, oid: &str, payload: &[u8], timeout_ms: u64) -> Result<Vec<u8>, Errno> {
+pub(super) async fn notify(
+    io: &Arc<RawIoCtx>,
+    oid: &str,
+    payload: &[u8],
+    timeout_ms: u64,
+) -> Result<Vec<u8>, Errno> {
     let o = cstr(oid)?;
     let len = c_int::try_from(payload.len()).map_err(|_| Errno::E2BIG)?;
-    let out = NotifyOut { reply: ptr::null_mut(), reply_len: 0, _io: io.clone() };
+    let out = NotifyOut {
+        reply: ptr::null_mut(),
+        reply_len: 0,
+        _io: io.clone(),
+    };
     let rx = launch(out, |out, c| {
         // SAFETY: live ioctx (held by the flight); payload copied by librados; the reply
         // pointers point into the flight, which lives until the callback is done.
         unsafe {
-            rados_aio_notify(io.io, o.as_ptr(), c, payload.as_ptr().cast(), len, timeout_ms, &raw mut (*out).reply, &raw mut (*out).reply_len)
+            rados_aio_notify(
+                io.io,
+                o.as_ptr(),
+                c,
+                payload.as_ptr().cast(),
+                len,
+                timeout_ms,
+                &raw mut (*out).reply,
+                &raw mut (*out).reply_len,
+            )
         }
     })?;
     let mut landed = land(rx).await?;
@@ -661,7 +792,11 @@ unsafe fn omap_entries(iter: rados_omap_iter_t) -> Vec<(Vec<u8>, Vec<u8>)> {
         }
         // SAFETY: `k`/`v` point to `kl`/`vl` bytes (a null `v` only with `vl == 0`).
         let key = unsafe { std::slice::from_raw_parts(k as *const u8, kl) }.to_vec();
-        let val = if v.is_null() { Vec::new() } else { unsafe { std::slice::from_raw_parts(v as *const u8, vl) }.to_vec() };
+        let val = if v.is_null() {
+            Vec::new()
+        } else {
+            unsafe { std::slice::from_raw_parts(v as *const u8, vl) }.to_vec()
+        };
         out.push((key, val));
     }
 }
@@ -679,7 +814,11 @@ unsafe fn xattr_entries(iter: rados_xattrs_iter_t) -> Vec<(Vec<u8>, Vec<u8>)> {
         }
         // SAFETY: `n` is NUL-terminated, `v` has `len` bytes (null only when empty).
         let name = unsafe { CStr::from_ptr(n) }.to_bytes().to_vec();
-        let val = if v.is_null() { Vec::new() } else { unsafe { std::slice::from_raw_parts(v as *const u8, len) }.to_vec() };
+        let val = if v.is_null() {
+            Vec::new()
+        } else {
+            unsafe { std::slice::from_raw_parts(v as *const u8, len) }.to_vec()
+        };
         out.push((name, val));
     }
 }

@@ -21,8 +21,8 @@ use super::blocking;
 use super::ffi::{self, Cluster, IoTune, RawIoCtx};
 use super::reply::decode_notify_reply;
 use crate::rados::{
-    Errno, IoCtx, NOSNAP, NotifyReply, RadosError, RadosOp, RadosResult, ReadOp, ReadReply, ReadStep, SnapContext,
-    SnapId, Watch, WriteOp, WriteStep,
+    Errno, IoCtx, NOSNAP, NotifyReply, RadosError, RadosOp, RadosResult, ReadOp, ReadReply,
+    ReadStep, SnapContext, SnapId, Watch, WriteOp, WriteStep,
 };
 
 /// What a cached librados ioctx is tuned for.
@@ -56,10 +56,26 @@ struct Inner {
 }
 
 impl LibradosIoCtx {
-    pub(super) fn new(cluster: Arc<Cluster>, pool_id: i64, pool_name: String, namespace: String, head: Option<Arc<RawIoCtx>>) -> Self {
-        let ioctxs = head.map(|h| HashMap::from([(IoKey::Head, h)])).unwrap_or_default();
-        let inner = Inner { cluster, pool_id, pool_name, namespace, ioctxs: Mutex::new(ioctxs) };
-        LibradosIoCtx { inner: Arc::new(inner) }
+    pub(super) fn new(
+        cluster: Arc<Cluster>,
+        pool_id: i64,
+        pool_name: String,
+        namespace: String,
+        head: Option<Arc<RawIoCtx>>,
+    ) -> Self {
+        let ioctxs = head
+            .map(|h| HashMap::from([(IoKey::Head, h)]))
+            .unwrap_or_default();
+        let inner = Inner {
+            cluster,
+            pool_id,
+            pool_name,
+            namespace,
+            ioctxs: Mutex::new(ioctxs),
+        };
+        LibradosIoCtx {
+            inner: Arc::new(inner),
+        }
     }
 
     /// The librados ioctx tuned for `key`, created on first use (a local, non-blocking
@@ -74,10 +90,18 @@ impl LibradosIoCtx {
         }
         let tune = match &key {
             IoKey::Head => IoTune::Head,
-            IoKey::Write(snapc) => IoTune::WriteCtx { seq: snapc.seq, snaps: &snapc.snaps },
+            IoKey::Write(snapc) => IoTune::WriteCtx {
+                seq: snapc.seq,
+                snaps: &snapc.snaps,
+            },
             IoKey::Snap(snap) => IoTune::ReadSnap(*snap),
         };
-        let io = Arc::new(RawIoCtx::create(&self.inner.cluster, self.inner.pool_id, &self.inner.namespace, tune)?);
+        let io = Arc::new(RawIoCtx::create(
+            &self.inner.cluster,
+            self.inner.pool_id,
+            &self.inner.namespace,
+            tune,
+        )?);
         map.insert(key, io.clone());
         Ok(io)
     }
@@ -87,19 +111,29 @@ impl LibradosIoCtx {
     }
 
     fn read_key(snap: SnapId) -> IoKey {
-        if snap == NOSNAP { IoKey::Head } else { IoKey::Snap(snap) }
+        if snap == NOSNAP {
+            IoKey::Head
+        } else {
+            IoKey::Snap(snap)
+        }
     }
 
     /// A read with a `Read { len: 0 }` step ("to the end"): librados' C API reads into a
     /// caller-sized buffer, so probe the size first, then read exactly that much under an
     /// assert on the probed version (head reads; snapshots are immutable), retrying if the
     /// object changed in between.
-    async fn read_whole(&self, io: &Arc<RawIoCtx>, oid: &str, op: &ReadOp) -> Result<ReadReply, Errno> {
+    async fn read_whole(
+        &self,
+        io: &Arc<RawIoCtx>,
+        oid: &str,
+        op: &ReadOp,
+    ) -> Result<ReadReply, Errno> {
         let head = op.snap == NOSNAP;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (mut stat, version) = ffi::read(io, oid, &ReadOp::new().stat().at_snap(op.snap)).await?;
+            let (mut stat, version) =
+                ffi::read(io, oid, &ReadOp::new().stat().at_snap(op.snap)).await?;
             let size = match stat.pop() {
                 Some(crate::rados::ReadResult::Stat(s)) => s.size,
                 _ => return Err(Errno::EIO),
@@ -111,7 +145,10 @@ impl LibradosIoCtx {
             sized.steps.extend(op.steps.iter().map(|s| match s {
                 // A zero-length read would mean "all" to the OSD and overflow the buffer;
                 // one byte past the end reads nothing.
-                ReadStep::Read { offset, len: 0 } => ReadStep::Read { offset: *offset, len: size.saturating_sub(*offset).max(1) },
+                ReadStep::Read { offset, len: 0 } => ReadStep::Read {
+                    offset: *offset,
+                    len: size.saturating_sub(*offset).max(1),
+                },
                 other => other.clone(),
             }));
             match ffi::read(io, oid, &sized).await {
@@ -121,7 +158,10 @@ impl LibradosIoCtx {
                     }
                     return Ok(ReadReply { results, version });
                 }
-                Err(e) if head && (e == Errno::ERANGE || e == Errno::EOVERFLOW) && attempt < WHOLE_READ_ATTEMPTS => {}
+                Err(e)
+                    if head
+                        && (e == Errno::ERANGE || e == Errno::EOVERFLOW)
+                        && attempt < WHOLE_READ_ATTEMPTS => {}
                 Err(e) => return Err(e),
             }
         }
@@ -136,7 +176,11 @@ impl LibradosIoCtx {
 impl std::fmt::Debug for LibradosIoCtx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let i = &self.inner;
-        f.debug_struct("LibradosIoCtx").field("pool_id", &i.pool_id).field("pool_name", &i.pool_name).field("namespace", &i.namespace).finish()
+        f.debug_struct("LibradosIoCtx")
+            .field("pool_id", &i.pool_id)
+            .field("pool_name", &i.pool_name)
+            .field("namespace", &i.namespace)
+            .finish()
     }
 }
 
@@ -156,11 +200,21 @@ impl IoCtx for LibradosIoCtx {
 
     fn with_namespace(&self, namespace: &str) -> Self {
         let i = &self.inner;
-        LibradosIoCtx::new(i.cluster.clone(), i.pool_id, i.pool_name.clone(), namespace.to_string(), None)
+        LibradosIoCtx::new(
+            i.cluster.clone(),
+            i.pool_id,
+            i.pool_name.clone(),
+            namespace.to_string(),
+            None,
+        )
     }
 
     async fn operate_write(&self, oid: &str, op: WriteOp) -> RadosResult<u64> {
-        let kind = if op.steps.iter().any(|s| matches!(s, WriteStep::Exec { .. })) { RadosOp::Exec } else { RadosOp::Write };
+        let kind = if op.steps.iter().any(|s| matches!(s, WriteStep::Exec { .. })) {
+            RadosOp::Exec
+        } else {
+            RadosOp::Write
+        };
         let key = match &op.snap_context {
             Some(snapc) if *snapc != SnapContext::default() => IoKey::Write(snapc.clone()),
             _ => IoKey::Head,
@@ -170,62 +224,119 @@ impl IoCtx for LibradosIoCtx {
     }
 
     async fn operate_read(&self, oid: &str, op: ReadOp) -> RadosResult<ReadReply> {
-        let kind = if op.steps.iter().any(|s| matches!(s, ReadStep::Exec { .. })) { RadosOp::Exec } else { RadosOp::Read };
-        let io = self.io(Self::read_key(op.snap)).map_err(self.err(kind, oid))?;
-        if op.steps.iter().any(|s| matches!(s, ReadStep::Read { len: 0, .. })) {
-            return self.read_whole(&io, oid, &op).await.map_err(self.err(kind, oid));
+        let kind = if op.steps.iter().any(|s| matches!(s, ReadStep::Exec { .. })) {
+            RadosOp::Exec
+        } else {
+            RadosOp::Read
+        };
+        let io = self
+            .io(Self::read_key(op.snap))
+            .map_err(self.err(kind, oid))?;
+        if op
+            .steps
+            .iter()
+            .any(|s| matches!(s, ReadStep::Read { len: 0, .. }))
+        {
+            return self
+                .read_whole(&io, oid, &op)
+                .await
+                .map_err(self.err(kind, oid));
         }
-        let (results, version) = ffi::read(&io, oid, &op).await.map_err(self.err(kind, oid))?;
+        let (results, version) = ffi::read(&io, oid, &op)
+            .await
+            .map_err(self.err(kind, oid))?;
         Ok(ReadReply { results, version })
     }
 
     async fn watch(&self, oid: &str) -> RadosResult<Watch> {
         let (sender, mut watch) = Watch::channel(0);
-        let (cluster, pool, ns, o) = (self.inner.cluster.clone(), self.inner.pool_id, self.inner.namespace.clone(), oid.to_string());
-        watch.cookie = blocking(move || cluster.watch(pool, &ns, &o, sender)).await.map_err(self.err(RadosOp::Watch, oid))?;
+        let (cluster, pool, ns, o) = (
+            self.inner.cluster.clone(),
+            self.inner.pool_id,
+            self.inner.namespace.clone(),
+            oid.to_string(),
+        );
+        watch.cookie = blocking(move || cluster.watch(pool, &ns, &o, sender))
+            .await
+            .map_err(self.err(RadosOp::Watch, oid))?;
         Ok(watch)
     }
 
     async fn unwatch(&self, cookie: u64) -> RadosResult<()> {
         let cluster = self.inner.cluster.clone();
-        blocking(move || cluster.unwatch(cookie)).await.map_err(self.err(RadosOp::Unwatch, &format!("cookie {cookie}")))
+        blocking(move || cluster.unwatch(cookie))
+            .await
+            .map_err(self.err(RadosOp::Unwatch, &format!("cookie {cookie}")))
     }
 
     async fn watch_check(&self, cookie: u64) -> RadosResult<Duration> {
-        let ms = self.inner.cluster.watch_check(cookie).map_err(self.err(RadosOp::WatchCheck, &format!("cookie {cookie}")))?;
+        let ms = self
+            .inner
+            .cluster
+            .watch_check(cookie)
+            .map_err(self.err(RadosOp::WatchCheck, &format!("cookie {cookie}")))?;
         Ok(Duration::from_millis(ms))
     }
 
-    async fn notify(&self, oid: &str, payload: Bytes, timeout: Duration) -> RadosResult<NotifyReply> {
+    async fn notify(
+        &self,
+        oid: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> RadosResult<NotifyReply> {
         let err = self.err(RadosOp::Notify, oid);
         let io = self.head().map_err(&err)?;
-        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
-        let reply = ffi::notify(&io, oid, &payload, timeout_ms).await.map_err(&err)?;
+        let timeout_ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let reply = ffi::notify(&io, oid, &payload, timeout_ms)
+            .await
+            .map_err(&err)?;
         decode_notify_reply(&reply).map_err(err)
     }
 
-    async fn notify_ack(&self, oid: &str, notify_id: u64, cookie: u64, reply: Bytes) -> RadosResult<()> {
+    async fn notify_ack(
+        &self,
+        oid: &str,
+        notify_id: u64,
+        cookie: u64,
+        reply: Bytes,
+    ) -> RadosResult<()> {
         let err = self.err(RadosOp::NotifyAck, oid);
-        self.head().map_err(&err)?.notify_ack(oid, notify_id, cookie, &reply).map_err(err)
+        self.head()
+            .map_err(&err)?
+            .notify_ack(oid, notify_id, cookie, &reply)
+            .map_err(err)
     }
 
     async fn selfmanaged_snap_create(&self) -> RadosResult<SnapId> {
         let err = self.err(RadosOp::SnapCreate, &self.inner.pool_name);
         let io = self.head().map_err(&err)?;
-        blocking(move || io.selfmanaged_snap_create()).await.map_err(err)
+        blocking(move || io.selfmanaged_snap_create())
+            .await
+            .map_err(err)
     }
 
     async fn selfmanaged_snap_remove(&self, snap: SnapId) -> RadosResult<()> {
         let err = self.err(RadosOp::SnapRemove, &self.inner.pool_name);
         let io = self.head().map_err(&err)?;
-        blocking(move || io.selfmanaged_snap_remove(snap)).await.map_err(err)
+        blocking(move || io.selfmanaged_snap_remove(snap))
+            .await
+            .map_err(err)
     }
 
-    async fn selfmanaged_snap_rollback(&self, oid: &str, snap: SnapId, snapc: &SnapContext) -> RadosResult<()> {
+    async fn selfmanaged_snap_rollback(
+        &self,
+        oid: &str,
+        snap: SnapId,
+        snapc: &SnapContext,
+    ) -> RadosResult<()> {
         let err = self.err(RadosOp::SnapRollback, oid);
         let io = self.io(IoKey::Write(snapc.clone())).map_err(&err)?;
         let o = oid.to_string();
-        blocking(move || io.selfmanaged_snap_rollback(&o, snap)).await.map_err(err)
+        blocking(move || io.selfmanaged_snap_rollback(&o, snap))
+            .await
+            .map_err(err)
     }
 
     async fn list_objects(&self) -> RadosResult<Vec<String>> {

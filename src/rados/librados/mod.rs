@@ -30,7 +30,7 @@ use bytes::Bytes;
 
 pub use ioctx::LibradosIoCtx;
 
-use super::{Errno, RadosError, RadosOp, RadosResult, Rados};
+use super::{Errno, Rados, RadosError, RadosOp, RadosResult};
 use ffi::{Cluster, IoTune, RawIoCtx};
 
 /// A cephx secret (base64). Never printed: `Debug` shows `<redacted>`, there is no
@@ -94,7 +94,10 @@ impl Default for ConnectConfig {
 impl ConnectConfig {
     /// `client.admin` with everything else from `path` (as the lab's ceph.conf has it).
     pub fn from_conf(path: impl Into<PathBuf>) -> Self {
-        ConnectConfig { conf_file: Some(path.into()), ..Default::default() }
+        ConnectConfig {
+            conf_file: Some(path.into()),
+            ..Default::default()
+        }
     }
 
     /// What to name in errors: the conf file, else the monitors (never the key).
@@ -147,8 +150,12 @@ struct Inner {
 }
 
 /// Runs a blocking librados call on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Errno> + Send + 'static) -> Result<T, Errno> {
-    tokio::task::spawn_blocking(f).await.unwrap_or(Err(Errno::EIO))
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Errno> + Send + 'static,
+) -> Result<T, Errno> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or(Err(Errno::EIO))
 }
 
 /// Whole seconds for Ceph's seconds-typed options (at least 1: 0 would mean "forever").
@@ -158,7 +165,10 @@ fn secs(d: Duration) -> String {
 
 impl fmt::Debug for LibradosCluster {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LibradosCluster").field("fsid", &self.inner.fsid).field("instance_id", &self.inner.instance_id).finish()
+        f.debug_struct("LibradosCluster")
+            .field("fsid", &self.inner.fsid)
+            .field("instance_id", &self.inner.instance_id)
+            .finish()
     }
 }
 
@@ -190,17 +200,32 @@ impl LibradosCluster {
             cluster.connect()?;
             let fsid = cluster.fsid()?;
             let instance_id = cluster.instance_id();
-            Ok(Inner { cluster: Arc::new(cluster), fsid, instance_id })
+            Ok(Inner {
+                cluster: Arc::new(cluster),
+                fsid,
+                instance_id,
+            })
         })
         .await
         .map_err(|e| RadosError::new(RadosOp::Connect, target, e))?;
-        Ok(LibradosCluster { inner: Arc::new(inner) })
+        Ok(LibradosCluster {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Registers this client in the manager's service map as `service`/`daemon` (as
     /// rbd-mirror does, so `ceph -s` lists the daemon), with static metadata.
-    pub async fn service_register(&self, service: &str, daemon: &str, metadata: Vec<(String, String)>) -> RadosResult<()> {
-        let (c, s, d) = (self.inner.cluster.clone(), service.to_string(), daemon.to_string());
+    pub async fn service_register(
+        &self,
+        service: &str,
+        daemon: &str,
+        metadata: Vec<(String, String)>,
+    ) -> RadosResult<()> {
+        let (c, s, d) = (
+            self.inner.cluster.clone(),
+            service.to_string(),
+            daemon.to_string(),
+        );
         blocking(move || c.service_register(&s, &d, &metadata))
             .await
             .map_err(|e| RadosError::new(RadosOp::Connect, service, e))
@@ -214,9 +239,15 @@ impl LibradosCluster {
             .map_err(|e| RadosError::new(RadosOp::Connect, "service status", e))
     }
 
-    async fn mon_command(&self, cmd: serde_json::Value, input: Bytes, key: &str) -> RadosResult<Vec<u8>> {
+    async fn mon_command(
+        &self,
+        cmd: serde_json::Value,
+        input: Bytes,
+        key: &str,
+    ) -> RadosResult<Vec<u8>> {
         let c = self.inner.cluster.clone();
-        let res = tokio::task::spawn_blocking(move || c.mon_command(&cmd.to_string(), &input)).await;
+        let res =
+            tokio::task::spawn_blocking(move || c.mon_command(&cmd.to_string(), &input)).await;
         match res {
             Ok(Ok(out)) => Ok(out),
             // The status text may echo a value: not logged.
@@ -242,7 +273,13 @@ impl Rados for LibradosCluster {
         })
         .await
         .map_err(|e| RadosError::new(RadosOp::PoolLookup, pool, e))?;
-        Ok(LibradosIoCtx::new(self.inner.cluster.clone(), id, pool.to_string(), String::new(), Some(Arc::new(head))))
+        Ok(LibradosIoCtx::new(
+            self.inner.cluster.clone(),
+            id,
+            pool.to_string(),
+            String::new(),
+            Some(Arc::new(head)),
+        ))
     }
 
     async fn ioctx_by_id(&self, pool_id: i64) -> RadosResult<LibradosIoCtx> {
@@ -253,12 +290,20 @@ impl Rados for LibradosCluster {
         })
         .await
         .map_err(|e| RadosError::new(RadosOp::PoolLookup, format!("pool id {pool_id}"), e))?;
-        Ok(LibradosIoCtx::new(self.inner.cluster.clone(), pool_id, name, String::new(), Some(Arc::new(head))))
+        Ok(LibradosIoCtx::new(
+            self.inner.cluster.clone(),
+            pool_id,
+            name,
+            String::new(),
+            Some(Arc::new(head)),
+        ))
     }
 
     async fn pool_lookup(&self, pool: &str) -> RadosResult<i64> {
         let (c, name) = (self.inner.cluster.clone(), pool.to_string());
-        blocking(move || c.pool_lookup(&name)).await.map_err(|e| RadosError::new(RadosOp::PoolLookup, pool, e))
+        blocking(move || c.pool_lookup(&name))
+            .await
+            .map_err(|e| RadosError::new(RadosOp::PoolLookup, pool, e))
     }
 
     async fn pool_list(&self) -> RadosResult<Vec<(i64, String)>> {
@@ -289,7 +334,9 @@ impl Rados for LibradosCluster {
 
     async fn config_key_get(&self, key: &str) -> RadosResult<Bytes> {
         let cmd = serde_json::json!({ "prefix": "config-key get", "key": key });
-        self.mon_command(cmd, Bytes::new(), key).await.map(Bytes::from)
+        self.mon_command(cmd, Bytes::new(), key)
+            .await
+            .map(Bytes::from)
     }
 
     async fn config_key_set(&self, key: &str, value: Bytes) -> RadosResult<()> {

@@ -20,10 +20,14 @@ impl Cursor<'_> {
         Ok(head)
     }
     fn u32(&mut self) -> Result<u32, Errno> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| Errno::EBADMSG)?))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().map_err(|_| Errno::EBADMSG)?,
+        ))
     }
     fn u64(&mut self) -> Result<u64, Errno> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| Errno::EBADMSG)?))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().map_err(|_| Errno::EBADMSG)?,
+        ))
     }
 }
 
@@ -38,7 +42,11 @@ pub(super) fn decode_notify_reply(buf: &[u8]) -> Result<NotifyReply, Errno> {
         let (notifier_id, cookie) = (c.u64()?, c.u64()?);
         let len = c.u32()? as usize;
         let payload = Bytes::copy_from_slice(c.take(len)?);
-        reply.acks.push(NotifyAck { notifier_id, cookie, payload });
+        reply.acks.push(NotifyAck {
+            notifier_id,
+            cookie,
+            payload,
+        });
     }
     for _ in 0..c.u32()? {
         reply.timeouts.push((c.u64()?, c.u64()?));
@@ -72,7 +80,14 @@ mod tests {
         let buf = encode(&[(4100, 77, b"pong"), (4200, 78, b"")], &[(4300, 79)]);
         let r = decode_notify_reply(&buf).unwrap();
         assert_eq!(r.acks.len(), 2);
-        assert_eq!(r.acks[0], NotifyAck { notifier_id: 4100, cookie: 77, payload: Bytes::from_static(b"pong") });
+        assert_eq!(
+            r.acks[0],
+            NotifyAck {
+                notifier_id: 4100,
+                cookie: 77,
+                payload: Bytes::from_static(b"pong")
+            }
+        );
         assert_eq!(r.acks[1].payload, Bytes::new());
         assert_eq!(r.timeouts, vec![(4300, 79)]);
     }
@@ -86,7 +101,11 @@ mod tests {
     fn truncation_is_ebadmsg_at_every_cut() {
         let buf = encode(&[(1, 2, b"abc")], &[(3, 4)]);
         for cut in 1..buf.len() {
-            assert_eq!(decode_notify_reply(&buf[..cut]), Err(Errno::EBADMSG), "cut at {cut}");
+            assert_eq!(
+                decode_notify_reply(&buf[..cut]),
+                Err(Errno::EBADMSG),
+                "cut at {cut}"
+            );
         }
     }
 }

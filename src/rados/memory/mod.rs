@@ -1,1 +1,459 @@
-//! The embedded backend (in progress).
+//! The embedded backend: in-process Ceph clusters with the semantics of RADOS, so the whole
+//! pipeline (demo, fast tests, load generation) runs without Ceph. It is not a mock: the
+//! conformance suite (`tests/conformance`) runs the same cases here and on a real cluster.
+//!
+//! A [`MemoryCluster`] holds pools of objects (data, omap, xattrs, version, snapshot clones),
+//! the config-key store, the watch registry and the cls methods its "OSDs" know. Each
+//! [`MemoryCluster::connect`] is a separate client with its own global id, as a librados
+//! client instance is. Test hooks play faults a real cluster has: a client's watches
+//! disconnected, a client blocklisted.
+//!
+//! State sits behind short-held `std` mutexes (never across an await); notify waits without
+//! holding any lock.
+
+pub mod cls;
+mod store;
+mod watch;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use self::cls::{Caller, ClsFlags, ClsRegistry};
+use self::store::{Object, OpEnv};
+use self::watch::{ObjKey, Watches};
+use super::{
+    Errno, IoCtx, NOSNAP, NotifyReply, Rados, RadosError, RadosOp, RadosResult, ReadOp, ReadReply,
+    ReadStep, SnapContext, SnapId, Watch, WriteOp,
+};
+
+struct Pool {
+    name: String,
+    snap_seq: SnapId,
+    live_snaps: BTreeSet<SnapId>,
+    /// (namespace, object name) → object.
+    objects: BTreeMap<(String, String), Object>,
+}
+
+#[derive(Default)]
+struct Pools {
+    by_id: BTreeMap<i64, Pool>,
+}
+
+struct Cluster {
+    fsid: String,
+    pools: Mutex<Pools>,
+    config_keys: Mutex<BTreeMap<String, Bytes>>,
+    watches: Watches,
+    cls: ClsRegistry,
+    blocklist: Mutex<HashSet<u64>>,
+    next_gid: AtomicU64,
+    next_version: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // State stays consistent across a panicking test thread: every update is one step.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One embedded cluster (a "site"). Cheap to clone.
+#[derive(Clone)]
+pub struct MemoryCluster {
+    inner: Arc<Cluster>,
+}
+
+impl Default for MemoryCluster {
+    fn default() -> Self {
+        Self::new(ClsRegistry::with_ceph_classes())
+    }
+}
+
+impl MemoryCluster {
+    /// A cluster whose OSDs know the methods of `cls`.
+    pub fn new(cls: ClsRegistry) -> Self {
+        MemoryCluster {
+            inner: Arc::new(Cluster {
+                fsid: uuid::Uuid::new_v4().to_string(),
+                pools: Mutex::default(),
+                config_keys: Mutex::default(),
+                watches: Watches::default(),
+                cls,
+                blocklist: Mutex::default(),
+                next_gid: AtomicU64::new(4100),
+                next_version: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// Creates a pool and returns its id; `EEXIST` if the name is taken.
+    pub fn create_pool(&self, name: &str) -> RadosResult<i64> {
+        let mut pools = lock(&self.inner.pools);
+        if pools.by_id.values().any(|p| p.name == name) {
+            return Err(RadosError::new(RadosOp::PoolLookup, name, Errno::EEXIST));
+        }
+        let id = pools.by_id.keys().next_back().map_or(1, |k| k + 1);
+        let pool = Pool {
+            name: name.into(),
+            snap_seq: 0,
+            live_snaps: BTreeSet::new(),
+            objects: BTreeMap::new(),
+        };
+        pools.by_id.insert(id, pool);
+        Ok(id)
+    }
+
+    /// A new client connection with its own global id.
+    pub fn connect(&self) -> MemoryRados {
+        let gid = self.inner.next_gid.fetch_add(1, Ordering::Relaxed);
+        MemoryRados {
+            cluster: self.inner.clone(),
+            caller: Caller {
+                gid,
+                nonce: rand::random(),
+            },
+        }
+    }
+
+    /// Fault hook: breaks every watch of client `gid` (as a lost connection does); their
+    /// streams report `Error(ENOTCONN)`.
+    pub fn disconnect_watches(&self, gid: u64) {
+        self.inner.watches.break_client(gid, Errno::ENOTCONN);
+    }
+
+    /// Fault hook: blocklists client `gid`: its watches break and every later call fails
+    /// with `ESHUTDOWN` (Ceph's EBLOCKLISTED), as on a real cluster.
+    pub fn blocklist(&self, gid: u64) {
+        lock(&self.inner.blocklist).insert(gid);
+        self.inner.watches.break_client(gid, Errno::EBLOCKLISTED);
+    }
+}
+
+/// A client connection to a [`MemoryCluster`].
+#[derive(Clone)]
+pub struct MemoryRados {
+    cluster: Arc<Cluster>,
+    caller: Caller,
+}
+
+impl MemoryRados {
+    fn check_blocklist(&self, op: RadosOp, object: &str) -> RadosResult<()> {
+        if lock(&self.cluster.blocklist).contains(&self.caller.gid) {
+            return Err(RadosError::new(op, object, Errno::EBLOCKLISTED));
+        }
+        Ok(())
+    }
+
+    fn open(&self, pool_id: i64, what: &str) -> RadosResult<MemoryIoCtx> {
+        self.check_blocklist(RadosOp::PoolLookup, what)?;
+        let pools = lock(&self.cluster.pools);
+        let pool = pools
+            .by_id
+            .get(&pool_id)
+            .ok_or_else(|| RadosError::new(RadosOp::PoolLookup, what, Errno::ENOENT))?;
+        Ok(MemoryIoCtx {
+            conn: self.clone(),
+            pool_id,
+            pool_name: pool.name.clone(),
+            namespace: String::new(),
+        })
+    }
+}
+
+#[async_trait]
+impl Rados for MemoryRados {
+    type IoCtx = MemoryIoCtx;
+
+    async fn ioctx(&self, pool: &str) -> RadosResult<MemoryIoCtx> {
+        let id = self.pool_lookup(pool).await?;
+        self.open(id, pool)
+    }
+    async fn ioctx_by_id(&self, pool_id: i64) -> RadosResult<MemoryIoCtx> {
+        self.open(pool_id, &pool_id.to_string())
+    }
+    async fn pool_lookup(&self, pool: &str) -> RadosResult<i64> {
+        self.check_blocklist(RadosOp::PoolLookup, pool)?;
+        let pools = lock(&self.cluster.pools);
+        let found = pools
+            .by_id
+            .iter()
+            .find(|(_, p)| p.name == pool)
+            .map(|(id, _)| *id);
+        found.ok_or_else(|| RadosError::new(RadosOp::PoolLookup, pool, Errno::ENOENT))
+    }
+    async fn pool_list(&self) -> RadosResult<Vec<(i64, String)>> {
+        self.check_blocklist(RadosOp::PoolList, "")?;
+        Ok(lock(&self.cluster.pools)
+            .by_id
+            .iter()
+            .map(|(id, p)| (*id, p.name.clone()))
+            .collect())
+    }
+    fn fsid(&self) -> String {
+        self.cluster.fsid.clone()
+    }
+    fn instance_id(&self) -> u64 {
+        self.caller.gid
+    }
+    async fn config_key_get(&self, key: &str) -> RadosResult<Bytes> {
+        self.check_blocklist(RadosOp::ConfigKey, key)?;
+        let keys = lock(&self.cluster.config_keys);
+        keys.get(key)
+            .cloned()
+            .ok_or_else(|| RadosError::new(RadosOp::ConfigKey, key, Errno::ENOENT))
+    }
+    async fn config_key_set(&self, key: &str, value: Bytes) -> RadosResult<()> {
+        self.check_blocklist(RadosOp::ConfigKey, key)?;
+        lock(&self.cluster.config_keys).insert(key.to_string(), value);
+        Ok(())
+    }
+}
+
+/// A pool (and namespace) on a memory connection.
+#[derive(Clone)]
+pub struct MemoryIoCtx {
+    conn: MemoryRados,
+    pool_id: i64,
+    pool_name: String,
+    namespace: String,
+}
+
+impl MemoryIoCtx {
+    fn key(&self, oid: &str) -> ObjKey {
+        (self.pool_id, self.namespace.clone(), oid.to_string())
+    }
+
+    fn cluster(&self) -> &Cluster {
+        &self.conn.cluster
+    }
+
+    /// Runs `f` on this pool under the store lock; `ENOENT` if the pool was deleted.
+    fn with_pool<T>(
+        &self,
+        op: RadosOp,
+        oid: &str,
+        f: impl FnOnce(&mut Pool) -> Result<T, Errno>,
+    ) -> RadosResult<T> {
+        self.conn.check_blocklist(op, oid)?;
+        let mut pools = lock(&self.cluster().pools);
+        let pool = pools.by_id.get_mut(&self.pool_id).ok_or(Errno::ENOENT);
+        pool.and_then(f).map_err(|e| RadosError::new(op, oid, e))
+    }
+
+    fn env(&self, oid: &str, steps_exec: bool) -> OpEnv<'_> {
+        // Only cls methods look at watchers; skip the registry walk for plain I/O.
+        let watchers = if steps_exec {
+            self.cluster().watches.watchers(&self.key(oid))
+        } else {
+            Vec::new()
+        };
+        OpEnv {
+            cls: &self.cluster().cls,
+            caller: self.conn.caller,
+            watchers,
+        }
+    }
+
+    fn next_version(&self) -> u64 {
+        self.cluster().next_version.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+fn valid_snapc(snapc: Option<&SnapContext>) -> Result<(), Errno> {
+    match snapc {
+        Some(c) if c.snaps.iter().any(|s| *s > c.seq) => Err(Errno::EINVAL),
+        _ => Ok(()),
+    }
+}
+
+#[async_trait]
+impl IoCtx for MemoryIoCtx {
+    fn pool_id(&self) -> i64 {
+        self.pool_id
+    }
+    fn pool_name(&self) -> &str {
+        &self.pool_name
+    }
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    fn with_namespace(&self, namespace: &str) -> Self {
+        MemoryIoCtx {
+            namespace: namespace.to_string(),
+            ..self.clone()
+        }
+    }
+
+    async fn operate_write(&self, oid: &str, op: WriteOp) -> RadosResult<u64> {
+        let has_exec = op
+            .steps
+            .iter()
+            .any(|s| matches!(s, super::WriteStep::Exec { .. }));
+        let env = self.env(oid, has_exec);
+        let version = self.next_version();
+        let ns_oid = (self.namespace.clone(), oid.to_string());
+        self.with_pool(RadosOp::Write, oid, |pool| {
+            // Ceph refuses an op without steps; a zero-length zero is no step (never sent).
+            if op
+                .steps
+                .iter()
+                .all(|s| matches!(s, super::WriteStep::Zero { len: 0, .. }))
+            {
+                return Err(Errno::EINVAL);
+            }
+            valid_snapc(op.snap_context.as_ref())?;
+            let obj = pool.objects.entry(ns_oid.clone()).or_default();
+            obj.preserve(op.snap_context.as_ref());
+            let backup = store::needs_backup(&op.steps).then(|| obj.head.clone());
+            let result = store::apply_write(&env, &mut obj.head, obj.version, &op.steps);
+            match &result {
+                Ok(()) => obj.version = version,
+                Err(_) => {
+                    if let Some(b) = backup {
+                        obj.head = b;
+                    }
+                }
+            }
+            if obj.is_empty() {
+                pool.objects.remove(&ns_oid);
+            }
+            result.map(|()| version)
+        })
+    }
+
+    async fn operate_read(&self, oid: &str, op: ReadOp) -> RadosResult<ReadReply> {
+        let cls = &self.cluster().cls;
+        let writes = op.steps.iter().any(|s| match s {
+            ReadStep::Exec { class, method, .. } => {
+                matches!(cls.lookup(class, method), Ok((ClsFlags::ReadWrite, _)))
+            }
+            _ => false,
+        });
+        let has_exec = op.steps.iter().any(|s| matches!(s, ReadStep::Exec { .. }));
+        let env = self.env(oid, has_exec);
+        let version = self.next_version();
+        let ns_oid = (self.namespace.clone(), oid.to_string());
+        self.with_pool(RadosOp::Read, oid, |pool| {
+            if op.steps.is_empty() {
+                return Err(Errno::EINVAL);
+            }
+            if op.snap != NOSNAP && !pool.live_snaps.contains(&op.snap) {
+                return Err(Errno::ENOENT);
+            }
+            let obj = pool.objects.entry(ns_oid.clone()).or_default();
+            let backup = writes.then(|| obj.head.clone());
+            let result = store::apply_read(&env, obj, op.snap, &op.steps);
+            match (&result, backup) {
+                (Ok(_), Some(_)) => obj.version = version,
+                (Err(_), Some(b)) => obj.head = b,
+                _ => {}
+            }
+            let version = obj.version;
+            if obj.is_empty() {
+                pool.objects.remove(&ns_oid);
+            }
+            result.map(|results| ReadReply { results, version })
+        })
+    }
+
+    async fn watch(&self, oid: &str) -> RadosResult<Watch> {
+        let key = (self.namespace.clone(), oid.to_string());
+        self.with_pool(RadosOp::Watch, oid, |pool| match pool.objects.get(&key) {
+            Some(o) if o.head.is_some() => Ok(()),
+            _ => Err(Errno::ENOENT),
+        })?;
+        Ok(self
+            .cluster()
+            .watches
+            .watch(self.key(oid), self.conn.caller))
+    }
+    async fn unwatch(&self, cookie: u64) -> RadosResult<()> {
+        let r = self.cluster().watches.unwatch(self.conn.caller.gid, cookie);
+        r.map_err(|e| RadosError::new(RadosOp::Unwatch, cookie.to_string(), e))
+    }
+    async fn watch_check(&self, cookie: u64) -> RadosResult<Duration> {
+        let r = self.cluster().watches.check(self.conn.caller.gid, cookie);
+        r.map_err(|e| RadosError::new(RadosOp::WatchCheck, cookie.to_string(), e))
+    }
+    async fn notify(
+        &self,
+        oid: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> RadosResult<NotifyReply> {
+        let key = (self.namespace.clone(), oid.to_string());
+        self.with_pool(RadosOp::Notify, oid, |pool| match pool.objects.get(&key) {
+            Some(o) if o.head.is_some() => Ok(()),
+            _ => Err(Errno::ENOENT),
+        })?;
+        Ok(self
+            .cluster()
+            .watches
+            .notify(self.key(oid), self.conn.caller.gid, payload, timeout)
+            .await)
+    }
+    async fn notify_ack(
+        &self,
+        oid: &str,
+        notify_id: u64,
+        cookie: u64,
+        reply: Bytes,
+    ) -> RadosResult<()> {
+        self.conn.check_blocklist(RadosOp::NotifyAck, oid)?;
+        let r = self
+            .cluster()
+            .watches
+            .ack(self.conn.caller.gid, notify_id, cookie, reply);
+        r.map_err(|e| RadosError::new(RadosOp::NotifyAck, oid, e))
+    }
+
+    async fn selfmanaged_snap_create(&self) -> RadosResult<SnapId> {
+        self.with_pool(RadosOp::SnapCreate, &self.pool_name, |pool| {
+            pool.snap_seq += 1;
+            pool.live_snaps.insert(pool.snap_seq);
+            Ok(pool.snap_seq)
+        })
+    }
+    async fn selfmanaged_snap_remove(&self, snap: SnapId) -> RadosResult<()> {
+        self.with_pool(RadosOp::SnapRemove, &self.pool_name, |pool| {
+            pool.live_snaps.remove(&snap);
+            let live = &pool.live_snaps;
+            pool.objects.retain(|_, o| {
+                o.trim(live);
+                !o.is_empty()
+            });
+            Ok(())
+        })
+    }
+    async fn selfmanaged_snap_rollback(
+        &self,
+        oid: &str,
+        snap: SnapId,
+        snapc: &SnapContext,
+    ) -> RadosResult<()> {
+        let version = self.next_version();
+        let key = (self.namespace.clone(), oid.to_string());
+        self.with_pool(RadosOp::SnapRollback, oid, |pool| {
+            valid_snapc(Some(snapc))?;
+            let obj = pool.objects.get_mut(&key).ok_or(Errno::ENOENT)?;
+            obj.preserve(Some(snapc));
+            obj.rollback(snap);
+            obj.version = version;
+            Ok(())
+        })
+    }
+
+    async fn list_objects(&self) -> RadosResult<Vec<String>> {
+        self.with_pool(RadosOp::List, &self.pool_name, |pool| {
+            Ok(pool
+                .objects
+                .iter()
+                .filter(|((ns, _), o)| *ns == self.namespace && o.head.is_some())
+                .map(|((_, name), _)| name.clone())
+                .collect())
+        })
+    }
+}

@@ -1,0 +1,213 @@
+//! Watch/notify of the embedded backend, with RADOS' semantics: every watch of an object
+//! (any client, the notifier's own included) receives each notify; a notify completes when
+//! all watchers acked or its timeout passed, and reports the acks with their payloads and
+//! the watchers that timed out. A disconnected watch reports an error on its stream and
+//! stops receiving; `watch_check` then fails.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::cls::Caller;
+use crate::rados::{Errno, Notification, NotifyAck, NotifyReply, Watch, WatchSender};
+
+/// Identifies an object across pools and namespaces.
+pub(super) type ObjKey = (i64, String, String);
+
+struct WatchEntry {
+    key: ObjKey,
+    caller: Caller,
+    sender: WatchSender,
+    /// Set once the watch broke; it then receives nothing.
+    error: Option<Errno>,
+}
+
+struct PendingNotify {
+    waiting: HashSet<(u64, u64)>,
+    acks: Vec<NotifyAck>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+#[derive(Default)]
+struct State {
+    watches: HashMap<u64, WatchEntry>,
+    notifies: HashMap<u64, PendingNotify>,
+    next_id: u64,
+}
+
+#[derive(Default)]
+pub(super) struct Watches {
+    state: Mutex<State>,
+}
+
+impl Watches {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn watch(&self, key: ObjKey, caller: Caller) -> Watch {
+        let mut st = self.lock();
+        st.next_id += 1;
+        let cookie = st.next_id;
+        let (sender, watch) = Watch::channel(cookie);
+        st.watches.insert(
+            cookie,
+            WatchEntry {
+                key,
+                caller,
+                sender,
+                error: None,
+            },
+        );
+        watch
+    }
+
+    /// `ENOENT` for an unknown cookie (librados would crash; we answer).
+    pub(super) fn unwatch(&self, gid: u64, cookie: u64) -> Result<(), Errno> {
+        let mut st = self.lock();
+        match st.watches.get(&cookie) {
+            Some(w) if w.caller.gid == gid => {
+                st.watches.remove(&cookie);
+                Ok(())
+            }
+            _ => Err(Errno::ENOENT),
+        }
+    }
+
+    pub(super) fn check(&self, gid: u64, cookie: u64) -> Result<Duration, Errno> {
+        let st = self.lock();
+        match st.watches.get(&cookie) {
+            Some(w) if w.caller.gid == gid => match w.error {
+                Some(e) => Err(e),
+                // In-process delivery is never behind: confirmed just now.
+                None => Ok(Duration::ZERO),
+            },
+            _ => Err(Errno::ENOENT),
+        }
+    }
+
+    /// The live watchers of an object (cls_rbd asks for them).
+    pub(super) fn watchers(&self, key: &ObjKey) -> Vec<Caller> {
+        let st = self.lock();
+        st.watches
+            .values()
+            .filter(|w| &w.key == key && w.error.is_none())
+            .map(|w| w.caller)
+            .collect()
+    }
+
+    /// Breaks every watch of a client (a disconnect or a blocklist).
+    pub(super) fn break_client(&self, gid: u64, errno: Errno) {
+        let mut st = self.lock();
+        for w in st.watches.values_mut() {
+            if w.caller.gid == gid && w.error.is_none() {
+                w.error = Some(errno);
+                w.sender.error(errno);
+            }
+        }
+        // A pending notify waiting only for broken watches ends now; they count as timed out.
+        let dead: HashSet<u64> = st
+            .watches
+            .iter()
+            .filter(|(_, w)| w.error.is_some())
+            .map(|(c, _)| *c)
+            .collect();
+        for n in st.notifies.values_mut() {
+            if n.waiting.iter().all(|(_, c)| dead.contains(c)) {
+                if let Some(done) = n.done.take() {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    pub(super) async fn notify(
+        &self,
+        key: ObjKey,
+        notifier: u64,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> NotifyReply {
+        let (id, rx) = {
+            let mut st = self.lock();
+            st.next_id += 1;
+            let id = st.next_id;
+            let (tx, rx) = oneshot::channel();
+            let mut pending = PendingNotify {
+                waiting: HashSet::new(),
+                acks: Vec::new(),
+                done: Some(tx),
+            };
+            for (cookie, w) in st
+                .watches
+                .iter()
+                .filter(|(_, w)| w.key == key && w.error.is_none())
+            {
+                let n = Notification {
+                    notify_id: id,
+                    cookie: *cookie,
+                    notifier_id: notifier,
+                    payload: payload.clone(),
+                };
+                if w.sender.offer(n) {
+                    pending.waiting.insert((w.caller.gid, *cookie));
+                } else {
+                    // The consumer is behind (or gone): the backend acks for it.
+                    pending.acks.push(NotifyAck {
+                        notifier_id: w.caller.gid,
+                        cookie: *cookie,
+                        payload: Bytes::new(),
+                    });
+                }
+            }
+            if pending.waiting.is_empty() {
+                return NotifyReply {
+                    acks: pending.acks,
+                    timeouts: Vec::new(),
+                };
+            }
+            st.notifies.insert(id, pending);
+            (id, rx)
+        };
+        let _ = tokio::time::timeout(timeout, rx).await;
+        let pending = self.lock().notifies.remove(&id);
+        let Some(p) = pending else {
+            return NotifyReply::default();
+        };
+        let mut timeouts: Vec<(u64, u64)> = p.waiting.into_iter().collect();
+        timeouts.sort_unstable();
+        NotifyReply {
+            acks: p.acks,
+            timeouts,
+        }
+    }
+
+    pub(super) fn ack(
+        &self,
+        gid: u64,
+        notify_id: u64,
+        cookie: u64,
+        reply: Bytes,
+    ) -> Result<(), Errno> {
+        let mut st = self.lock();
+        let Some(p) = st.notifies.get_mut(&notify_id) else {
+            return Ok(()); // late ack of a finished notify: harmless, as on Ceph
+        };
+        if p.waiting.remove(&(gid, cookie)) {
+            p.acks.push(NotifyAck {
+                notifier_id: gid,
+                cookie,
+                payload: reply,
+            });
+        }
+        if p.waiting.is_empty() {
+            if let Some(done) = p.done.take() {
+                let _ = done.send(());
+            }
+        }
+        Ok(())
+    }
+}

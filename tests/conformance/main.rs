@@ -1,0 +1,52 @@
+//! The conformance suite: every behaviour of the storage seam written once, generic over
+//! the backend, and run on both: `memory::*` always, `librados::*` against the lab's site-a
+//! (`scripts/ceph-lab up`; `RBD_RELAY_LAB_DIR` picks the lab). Without a reachable lab the
+//! librados cases FAIL, unless `RBD_RELAY_SKIP_CEPH=1` (they then print a loud SKIPPED line).
+//! The expectations are what Ceph 16.2.15 does, measured; the memory backend must match.
+
+mod cls;
+mod data;
+mod harness;
+mod omap;
+mod snaps;
+mod watch;
+
+/// Instantiates each case once per backend, as `memory::<case>` and `librados::<case>`.
+macro_rules! conformance {
+    ($($module:ident :: $case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (c, io) = crate::harness::memory().await;
+                    crate::$module::$case(&c, &io).await;
+                }
+            )*
+        }
+        mod librados {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some((c, io)) = crate::harness::librados(stringify!($case)).await else { return };
+                    crate::$module::$case(&c, &io).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    data::cluster_and_pools,
+    data::data_ops_and_versions,
+    data::missing_objects,
+    omap::omap_paging,
+    omap::omap_cmp_cancels,
+    omap::xattrs,
+    cls::cls_exec,
+    watch::notify_and_ack,
+    watch::notify_timeout,
+    watch::lagging_consumer,
+    watch::unwatch_and_missing,
+    snaps::snapshot_clones,
+    snaps::namespaces,
+);
