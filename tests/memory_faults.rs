@@ -59,10 +59,7 @@ async fn blocklisted_client_fails_everything() {
     io.write_full("obj", Bytes::new()).await.unwrap();
     let mut watch = io.watch("obj").await.unwrap();
     cluster.blocklist(c.instance_id());
-    assert_eq!(
-        watch.next().await,
-        Some(WatchEvent::Error(Errno::EBLOCKLISTED))
-    );
+    assert_eq!(watch.next().await, Some(WatchEvent::Error(Errno::ENOTCONN)));
     assert_eq!(
         io.read("obj", 0, 0).await.unwrap_err().errno,
         Errno::EBLOCKLISTED

@@ -16,6 +16,7 @@ impl Errno {
     pub const EAGAIN: Errno = Errno(libc::EAGAIN);
     pub const EBUSY: Errno = Errno(libc::EBUSY);
     pub const EEXIST: Errno = Errno(libc::EEXIST);
+    pub const EFBIG: Errno = Errno(libc::EFBIG);
     pub const EINVAL: Errno = Errno(libc::EINVAL);
     pub const ERANGE: Errno = Errno(libc::ERANGE);
     pub const ENODATA: Errno = Errno(libc::ENODATA);

@@ -1,5 +1,6 @@
 //! Cluster-level calls and plain object data: create, write, append, truncate, zero, remove,
-//! read (past the end too), stat, versions and version asserts.
+//! zero (which truncates at the end), read (past the end too), stat, versions and
+//! version asserts, and what each does to a missing object.
 
 use bytes::Bytes;
 use rbd_relay::rados::{Errno, IoCtx, Rados, ReadOp, ReadResult, WriteOp};
@@ -110,6 +111,9 @@ pub async fn data_ops_and_versions<R: Rados>(_c: &R, io: &R::IoCtx) {
         io.read(&oid, 0, 0).await.unwrap(),
         Bytes::from_static(b"new")
     );
+    // Objects are capped at osd_max_object_size (128 MiB by default).
+    let big = io.write(&oid, 128 << 20, Bytes::from_static(b"x")).await;
+    assert_eq!(errno(big), Errno::EFBIG);
     io.remove(&oid).await.unwrap();
     assert_eq!(errno(io.remove(&oid).await), Errno::ENOENT);
 }
@@ -145,8 +149,115 @@ pub async fn missing_objects<R: Rados>(_c: &R, io: &R::IoCtx) {
         ),
         Errno::ENOENT
     );
+    assert_eq!(
+        errno(io.operate_write(&oid, WriteOp::new().omap_clear()).await),
+        Errno::ENOENT
+    );
+    assert_eq!(
+        errno(io.operate_write(&oid, WriteOp::new().rm_xattr("a")).await),
+        Errno::ENOENT
+    );
     // A failing step after a successful one leaves nothing behind.
     let op = WriteOp::new().write(0, &b"x"[..]).remove().remove();
     assert_eq!(errno(io.operate_write(&oid, op).await), Errno::ENOENT);
     assert_eq!(errno(io.stat(&oid).await), Errno::ENOENT);
+}
+
+pub async fn zero_and_truncate<R: Rados>(_c: &R, io: &R::IoCtx) {
+    let oid = name("zero");
+    let hello = || Bytes::from_static(b"hello world");
+    let size = |io: &R::IoCtx| {
+        let (io, oid) = (io.clone(), oid.clone());
+        async move { io.stat(&oid).await.unwrap().size }
+    };
+    io.write_full(&oid, hello()).await.unwrap();
+    io.operate_write(&oid, WriteOp::new().zero(3, 5))
+        .await
+        .unwrap();
+    assert_eq!(
+        io.read(&oid, 0, 0).await.unwrap(),
+        Bytes::from_static(b"hel\0\0\0\0\0rld")
+    );
+    // Zeroing up to or past the end truncates the object at the offset, as the OSD does.
+    io.operate_write(&oid, WriteOp::new().zero(6, 5))
+        .await
+        .unwrap();
+    assert_eq!(size(io).await, 6);
+    io.write_full(&oid, hello()).await.unwrap();
+    io.operate_write(&oid, WriteOp::new().zero(7, 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        io.read(&oid, 0, 0).await.unwrap(),
+        Bytes::from_static(b"hello w")
+    );
+    // Wholly past the end: nothing happens.
+    io.operate_write(&oid, WriteOp::new().zero(50, 10))
+        .await
+        .unwrap();
+    assert_eq!(size(io).await, 7);
+    io.truncate(&oid, 10).await.unwrap();
+    assert_eq!(
+        io.read(&oid, 0, 0).await.unwrap(),
+        Bytes::from_static(b"hello w\0\0\0")
+    );
+    // An empty write still extends the object to its offset.
+    io.write(&oid, 20, Bytes::new()).await.unwrap();
+    assert_eq!(size(io).await, 20);
+    io.remove(&oid).await.unwrap();
+
+    // Truncate and zero of a missing object succeed and create nothing; an empty write or
+    // append creates it.
+    let missing = name("zero-missing");
+    io.truncate(&missing, 10).await.unwrap();
+    io.operate_write(&missing, WriteOp::new().zero(0, 10))
+        .await
+        .unwrap();
+    assert_eq!(errno(io.stat(&missing).await), Errno::ENOENT);
+    io.write(&missing, 100, Bytes::new()).await.unwrap();
+    assert_eq!(io.stat(&missing).await.unwrap().size, 100);
+    io.remove(&missing).await.unwrap();
+    io.append(&missing, Bytes::new()).await.unwrap();
+    assert_eq!(io.stat(&missing).await.unwrap().size, 0);
+    io.remove(&missing).await.unwrap();
+}
+
+/// A write op that only asserts or compares is not a modification: the object's version
+/// (and mtime) stay; every modifying op moves the version forward.
+pub async fn versions_move_on_modification<R: Rados>(_c: &R, io: &R::IoCtx) {
+    let oid = name("version");
+    let v1 = io
+        .operate_write(&oid, WriteOp::new().write_full(&b"x"[..]))
+        .await
+        .unwrap();
+    let mtime = io.stat(&oid).await.unwrap().mtime;
+    let v = io
+        .operate_write(&oid, WriteOp::new().assert_exists().assert_version(v1))
+        .await
+        .unwrap();
+    assert_eq!(v, v1, "an assert-only op does not modify");
+    let cmp = WriteOp::new().omap_cmp("k", rbd_relay::rados::CmpOp::Eq, &b""[..]);
+    assert_eq!(io.operate_write(&oid, cmp).await.unwrap(), v1);
+    let reply = io.operate_read(&oid, ReadOp::new().stat()).await.unwrap();
+    assert_eq!(reply.version, v1);
+    assert_eq!(
+        reply.results[0],
+        ReadResult::Stat(rbd_relay::rados::ObjectStat { size: 1, mtime })
+    );
+    // Watching is not a modification either.
+    let w = io.watch(&oid).await.unwrap();
+    io.unwatch(w.cookie).await.unwrap();
+    let v2 = io
+        .operate_write(&oid, WriteOp::new().rm_xattr("absent"))
+        .await
+        .unwrap();
+    assert!(v2 > v1, "{v2} > {v1}");
+    assert_eq!(
+        io.operate_read(&oid, ReadOp::new().assert_version(v2))
+            .await
+            .unwrap()
+            .version,
+        v2
+    );
+    io.remove(&oid).await.unwrap();
 }

@@ -48,6 +48,15 @@ pub async fn omap_paging<R: Rados>(_c: &R, io: &R::IoCtx) {
             more: true
         }
     );
+    // A key equal to the prefix belongs to it (the OSD starts at the prefix, inclusive).
+    io.omap_set(&oid, BTreeMap::from([("k".to_string(), Bytes::new())]))
+        .await
+        .unwrap();
+    let (page, _) = io.omap_get_vals(&oid, "", "k", 2).await.unwrap();
+    assert_eq!(page.keys().collect::<Vec<_>>(), ["k", "k0"]);
+    let (page, _) = io.omap_get_vals(&oid, "k", "k", 1).await.unwrap();
+    assert_eq!(page.keys().collect::<Vec<_>>(), ["k0"]);
+    io.omap_rm_keys(&oid, &["k"]).await.unwrap();
     io.omap_rm_keys(&oid, &["k0", "absent"]).await.unwrap();
     assert_eq!(io.omap_get_all(&oid, "k").await.unwrap().len(), 9);
     io.operate_write(&oid, WriteOp::new().omap_clear())
@@ -144,6 +153,15 @@ pub async fn xattrs<R: Rados>(_c: &R, io: &R::IoCtx) {
         )
         .await;
     assert_eq!(errno(cmp), Errno::ECANCELED);
+    // A missing xattr compares as the empty value.
+    io.operate_write(&oid, WriteOp::new().cmp_xattr("zz", CmpOp::Eq, &b""[..]))
+        .await
+        .unwrap();
+    let absent = WriteOp::new().cmp_xattr("zz", CmpOp::Gt, &b""[..]);
+    assert_eq!(
+        errno(io.operate_write(&oid, absent).await),
+        Errno::ECANCELED
+    );
     io.operate_write(
         &oid,
         WriteOp::new()

@@ -112,5 +112,10 @@ pub async fn unwatch_and_missing<R: Rados>(_c: &R, io: &R::IoCtx) {
         "no watchers: an empty reply at once"
     );
     assert_eq!(errno(io.watch(&name("nobody")).await), Errno::ENOENT);
+    let missing = name("nobody");
+    let reply = io
+        .notify(&missing, Bytes::new(), Duration::from_secs(1))
+        .await;
+    assert_eq!(errno(reply), Errno::ENOENT);
     io.remove(&oid).await.unwrap();
 }

@@ -15,7 +15,7 @@ pub mod cls;
 mod store;
 mod watch;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -33,8 +33,8 @@ use super::{
 
 struct Pool {
     name: String,
+    /// The newest snap id handed out (the pool's `snap_seq`).
     snap_seq: SnapId,
-    live_snaps: BTreeSet<SnapId>,
     /// (namespace, object name) → object.
     objects: BTreeMap<(String, String), Object>,
 }
@@ -99,7 +99,6 @@ impl MemoryCluster {
         let pool = Pool {
             name: name.into(),
             snap_seq: 0,
-            live_snaps: BTreeSet::new(),
             objects: BTreeMap::new(),
         };
         pools.by_id.insert(id, pool);
@@ -124,11 +123,12 @@ impl MemoryCluster {
         self.inner.watches.break_client(gid, Errno::ENOTCONN);
     }
 
-    /// Fault hook: blocklists client `gid`: its watches break and every later call fails
-    /// with `ESHUTDOWN` (Ceph's EBLOCKLISTED), as on a real cluster.
+    /// Fault hook: blocklists client `gid`, as `ceph osd blocklist add` does: its watches
+    /// break with `ENOTCONN` (what librados reports, measured on 16.2.15), notifies stop
+    /// waiting for them, and every later call fails with `ESHUTDOWN` (Ceph's EBLOCKLISTED).
     pub fn blocklist(&self, gid: u64) {
         lock(&self.inner.blocklist).insert(gid);
-        self.inner.watches.break_client(gid, Errno::EBLOCKLISTED);
+        self.inner.watches.break_client(gid, Errno::ENOTCONN);
     }
 }
 
@@ -262,12 +262,20 @@ impl MemoryIoCtx {
     }
 }
 
+/// librados' `SnapContext::is_valid`: snaps strictly descending, none above `seq`.
 fn valid_snapc(snapc: Option<&SnapContext>) -> Result<(), Errno> {
-    match snapc {
-        Some(c) if c.snaps.iter().any(|s| *s > c.seq) => Err(Errno::EINVAL),
-        _ => Ok(()),
+    let Some(c) = snapc else { return Ok(()) };
+    let descending = c.snaps.windows(2).all(|w| w[0] > w[1]);
+    let below_seq = c.snaps.first().is_none_or(|s| *s <= c.seq);
+    if descending && below_seq && c.seq <= MAX_SNAP {
+        Ok(())
+    } else {
+        Err(Errno::EINVAL)
     }
 }
+
+/// Ceph's `CEPH_MAXSNAP`: the largest valid snap id.
+const MAX_SNAP: SnapId = NOSNAP - 1;
 
 #[async_trait]
 impl IoCtx for MemoryIoCtx {
@@ -296,37 +304,34 @@ impl IoCtx for MemoryIoCtx {
         let version = self.next_version();
         let ns_oid = (self.namespace.clone(), oid.to_string());
         self.with_pool(RadosOp::Write, oid, |pool| {
-            // Ceph refuses an op without steps; a zero-length zero is no step (never sent).
-            if op
-                .steps
-                .iter()
-                .all(|s| matches!(s, super::WriteStep::Zero { len: 0, .. }))
-            {
-                return Err(Errno::EINVAL);
-            }
+            store::validate_write(&op.steps)?;
             valid_snapc(op.snap_context.as_ref())?;
             let obj = pool.objects.entry(ns_oid.clone()).or_default();
-            obj.preserve(op.snap_context.as_ref());
+            if store::may_modify(&op.steps) {
+                obj.preserve(op.snap_context.as_ref());
+            }
             let backup = store::needs_backup(&op.steps).then(|| obj.head.clone());
             let result = store::apply_write(&env, &mut obj.head, obj.version, &op.steps);
             match &result {
-                Ok(()) => obj.version = version,
+                Ok(true) => obj.version = version,
+                Ok(false) => {}
                 Err(_) => {
                     if let Some(b) = backup {
                         obj.head = b;
                     }
                 }
             }
+            let version = obj.version;
             if obj.is_empty() {
                 pool.objects.remove(&ns_oid);
             }
-            result.map(|()| version)
+            result.map(|_| version)
         })
     }
 
     async fn operate_read(&self, oid: &str, op: ReadOp) -> RadosResult<ReadReply> {
         let cls = &self.cluster().cls;
-        let writes = op.steps.iter().any(|s| match s {
+        let may_write = op.steps.iter().any(|s| match s {
             ReadStep::Exec { class, method, .. } => {
                 matches!(cls.lookup(class, method), Ok((ClsFlags::ReadWrite, _)))
             }
@@ -340,14 +345,11 @@ impl IoCtx for MemoryIoCtx {
             if op.steps.is_empty() {
                 return Err(Errno::EINVAL);
             }
-            if op.snap != NOSNAP && !pool.live_snaps.contains(&op.snap) {
-                return Err(Errno::ENOENT);
-            }
             let obj = pool.objects.entry(ns_oid.clone()).or_default();
-            let backup = writes.then(|| obj.head.clone());
-            let result = store::apply_read(&env, obj, op.snap, &op.steps);
+            let backup = may_write.then(|| obj.head.clone());
+            let result = store::apply_read(&env, obj, op.snap, &op.steps, may_write);
             match (&result, backup) {
-                (Ok(_), Some(_)) => obj.version = version,
+                (Ok((_, true)), _) => obj.version = version,
                 (Err(_), Some(b)) => obj.head = b,
                 _ => {}
             }
@@ -355,7 +357,7 @@ impl IoCtx for MemoryIoCtx {
             if obj.is_empty() {
                 pool.objects.remove(&ns_oid);
             }
-            result.map(|results| ReadReply { results, version })
+            result.map(|(results, _)| ReadReply { results, version })
         })
     }
 
@@ -413,16 +415,13 @@ impl IoCtx for MemoryIoCtx {
     async fn selfmanaged_snap_create(&self) -> RadosResult<SnapId> {
         self.with_pool(RadosOp::SnapCreate, &self.pool_name, |pool| {
             pool.snap_seq += 1;
-            pool.live_snaps.insert(pool.snap_seq);
             Ok(pool.snap_seq)
         })
     }
     async fn selfmanaged_snap_remove(&self, snap: SnapId) -> RadosResult<()> {
         self.with_pool(RadosOp::SnapRemove, &self.pool_name, |pool| {
-            pool.live_snaps.remove(&snap);
-            let live = &pool.live_snaps;
             pool.objects.retain(|_, o| {
-                o.trim(live);
+                o.trim(snap);
                 !o.is_empty()
             });
             Ok(())
@@ -438,10 +437,16 @@ impl IoCtx for MemoryIoCtx {
         let key = (self.namespace.clone(), oid.to_string());
         self.with_pool(RadosOp::SnapRollback, oid, |pool| {
             valid_snapc(Some(snapc))?;
-            let obj = pool.objects.get_mut(&key).ok_or(Errno::ENOENT)?;
+            // Rolling back an object that never existed is a no-op, as on Ceph.
+            let Some(obj) = pool.objects.get_mut(&key) else {
+                return Ok(());
+            };
             obj.preserve(Some(snapc));
             obj.rollback(snap);
             obj.version = version;
+            if obj.is_empty() {
+                pool.objects.remove(&key);
+            }
             Ok(())
         })
     }

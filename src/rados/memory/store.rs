@@ -1,14 +1,16 @@
 //! Objects of the embedded backend and how compound operations apply to them, with the
 //! semantics measured on Ceph 16.2.15 (see the conformance suite): atomic write ops, reads
-//! past the end return nothing, a missing omap key compares as an empty value, and
-//! self-managed snapshots keep copy-on-write clones of each object.
+//! past the end return nothing, a zero that reaches the end truncates, a missing omap key
+//! compares as an empty value, only modifying steps move the version and mtime (an op of
+//! asserts and compares does not), and self-managed snapshots keep copy-on-write clones.
 //!
-//! Snapshots as RADOS keeps them: a write carrying a snap context newer than the object's
-//! last one first preserves the current head as a clone covering the snapshots taken in
-//! between; a read at a snapshot finds the clone covering it, or the head if the object has
-//! not been written since.
+//! Snapshots as RADOS keeps them (its `SnapSet`): a write carrying a snap context newer
+//! than the object's last one first preserves the current head as a clone holding the
+//! snapshots taken in between; a read at a snapshot newer than the object's last snap
+//! context sees the head, an older one the clone holding it, else the object did not exist
+//! then (ENOENT). Removing a snapshot drops it from its clone, and an empty clone goes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -45,21 +47,28 @@ impl ObjData {
         self.data.extend_from_slice(data);
     }
 
-    fn write(&mut self, offset: u64, bytes: &[u8]) -> Result<(), Errno> {
-        let start = usize::try_from(offset).map_err(|_| Errno(libc::EFBIG))?;
-        let end = start.checked_add(bytes.len()).ok_or(Errno(libc::EFBIG))?;
+    /// Sizes were checked against [`MAX_OBJECT_SIZE`] before the op ran.
+    fn write(&mut self, offset: u64, bytes: &[u8]) {
+        let start = offset as usize;
+        let end = start + bytes.len();
         if self.data.len() < end {
             self.data.resize(end, 0);
         }
         self.data[start..end].copy_from_slice(bytes);
-        Ok(())
     }
 
+    /// The OSD's ZERO: nothing past the end, a truncate when the range reaches the end.
     fn zero(&mut self, offset: u64, len: u64) {
-        let len_now = self.data.len() as u64;
-        let start = offset.min(len_now) as usize;
-        let end = offset.saturating_add(len).min(len_now) as usize;
-        self.data[start..end].fill(0);
+        let size = self.data.len() as u64;
+        if offset >= size {
+            return;
+        }
+        let end = offset.saturating_add(len);
+        if end >= size {
+            self.data.truncate(offset as usize);
+        } else {
+            self.data[offset as usize..end as usize].fill(0);
+        }
     }
 
     fn read(&self, offset: u64, len: u64) -> Bytes {
@@ -81,14 +90,16 @@ impl ObjData {
         prefix: &str,
         max: usize,
     ) -> (BTreeMap<String, Bytes>, bool) {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        // As the OSD: past `start_after`, or from the prefix itself (inclusive) if later.
         let from = if start_after < prefix {
-            prefix
+            Included(prefix)
         } else {
-            start_after
+            Excluded(start_after)
         };
         let mut it = self
             .omap
-            .range::<str, _>((std::ops::Bound::Excluded(from), std::ops::Bound::Unbounded))
+            .range::<str, _>((from, Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix));
         let page: BTreeMap<String, Bytes> = it
             .by_ref()
@@ -99,12 +110,12 @@ impl ObjData {
     }
 }
 
-/// A preserved head version, readable at the snapshots in `(after, upto]`.
+/// A preserved head version (a clone), readable at the snapshots it holds.
 #[derive(Clone, Debug)]
 struct Snapped {
-    after: SnapId,
-    upto: SnapId,
-    data: Option<ObjData>,
+    /// The live snapshots this clone serves, newest first.
+    snaps: Vec<SnapId>,
+    data: ObjData,
 }
 
 /// One object: its head, its snapshot clones and its version.
@@ -129,8 +140,8 @@ impl Object {
         }
         self.clones
             .iter()
-            .find(|c| c.after < snap && snap <= c.upto)
-            .and_then(|c| c.data.as_ref())
+            .find(|c| c.snaps.contains(&snap))
+            .map(|c| &c.data)
     }
 
     /// Copy-on-write before a write under `snapc`.
@@ -139,21 +150,29 @@ impl Object {
         if snapc.seq <= self.seq {
             return;
         }
-        let newer_snaps = snapc.snaps.iter().any(|s| *s > self.seq);
-        if self.head.is_some() && newer_snaps {
+        let newer: Vec<SnapId> = snapc
+            .snaps
+            .iter()
+            .copied()
+            .filter(|s| *s > self.seq)
+            .collect();
+        if let Some(head) = &self.head
+            && !newer.is_empty()
+        {
             self.clones.push(Snapped {
-                after: self.seq,
-                upto: snapc.seq,
-                data: self.head.clone(),
+                snaps: newer,
+                data: head.clone(),
             });
         }
         self.seq = snapc.seq;
     }
 
-    /// Drops clones that no longer cover any live snapshot.
-    pub(super) fn trim(&mut self, live: &BTreeSet<SnapId>) {
-        self.clones
-            .retain(|c| live.range(c.after + 1..=c.upto).next().is_some());
+    /// Forgets a removed snapshot (the OSD's snap trimmer); clones left without one go.
+    pub(super) fn trim(&mut self, removed: SnapId) {
+        for c in &mut self.clones {
+            c.snaps.retain(|s| *s != removed);
+        }
+        self.clones.retain(|c| !c.snaps.is_empty());
     }
 
     /// Sets the head back to its state at `snap`.
@@ -188,31 +207,91 @@ fn check_version(current: u64, asserted: u64) -> Result<(), Errno> {
     }
 }
 
+/// The OSD's `osd_max_object_size` (default 128 MiB): writes beyond it fail with `EFBIG`.
+pub const MAX_OBJECT_SIZE: u64 = 128 << 20;
+
+fn check_size(end: u64) -> Result<(), Errno> {
+    if end > MAX_OBJECT_SIZE {
+        return Err(Errno::EFBIG);
+    }
+    Ok(())
+}
+
 fn run_cls(
     env: &OpEnv<'_>,
     obj: &mut Option<ObjData>,
-    class: &str,
-    method: &str,
-    input: &Bytes,
+    call: (&str, &str, &Bytes),
+    modified: &mut bool,
 ) -> Result<Bytes, Errno> {
+    let (class, method, input) = call;
     let (_, f) = env.cls.lookup(class, method)?;
     let mut ctx = ClsContext {
         obj,
         caller: env.caller,
         watchers: env.watchers.clone(),
+        modified: false,
     };
-    f(&mut ctx, input.clone())
+    let out = f(&mut ctx, input.clone());
+    *modified |= ctx.modified;
+    out
 }
 
-/// Applies the steps of a write op to `head` (the object's current head). The caller keeps a
-/// backup when a step may fail after another changed something, so failure is all-or-nothing.
+/// Whether a step is a modification in the OSD's sense (it moves the object's version and
+/// mtime even when it changes nothing, like removing an absent key). Exec steps modify
+/// when their method writes.
+fn modifies(step: &WriteStep) -> bool {
+    !matches!(
+        step,
+        WriteStep::Exec { .. }
+            | WriteStep::AssertExists
+            | WriteStep::AssertVersion(_)
+            | WriteStep::OmapCmp { .. }
+            | WriteStep::CmpXattr { .. }
+    )
+}
+
+/// Whether the op may change the object at all (so a snapshot clone must be taken first).
+pub(super) fn may_modify(steps: &[WriteStep]) -> bool {
+    steps
+        .iter()
+        .any(|s| modifies(s) || matches!(s, WriteStep::Exec { .. }))
+}
+
+/// Stateless checks the OSD makes before running anything.
+pub(super) fn validate_write(steps: &[WriteStep]) -> Result<(), Errno> {
+    // An op without steps is refused; a zero-length zero is no step (never sent: it
+    // aborts a 16.2 OSD).
+    if steps
+        .iter()
+        .all(|s| matches!(s, WriteStep::Zero { len: 0, .. }))
+    {
+        return Err(Errno::EINVAL);
+    }
+    for step in steps {
+        match step {
+            WriteStep::Write { offset, data } => {
+                check_size(offset.saturating_add(data.len() as u64))?
+            }
+            WriteStep::WriteFull(data) => check_size(data.len() as u64)?,
+            WriteStep::Truncate(size) => check_size(*size)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Applies the steps of a write op to `head` (the object's current head); `Ok(true)` when
+/// it modified the object. The caller keeps a backup when a step may fail after another
+/// changed something (see [`needs_backup`]), so failure is all-or-nothing.
 pub(super) fn apply_write(
     env: &OpEnv<'_>,
     head: &mut Option<ObjData>,
     version: u64,
     steps: &[WriteStep],
-) -> Result<(), Errno> {
+) -> Result<bool, Errno> {
+    let mut modified = false;
     for step in steps {
+        modified |= modifies(step);
         match step {
             WriteStep::Create { exclusive } => match head {
                 Some(_) if *exclusive => return Err(Errno::EEXIST),
@@ -220,16 +299,19 @@ pub(super) fn apply_write(
                 None => *head = Some(ObjData::new()),
             },
             WriteStep::Write { offset, data } => {
-                head.get_or_insert_with(ObjData::new).write(*offset, data)?
+                head.get_or_insert_with(ObjData::new).write(*offset, data)
             }
             WriteStep::WriteFull(data) => head
                 .get_or_insert_with(ObjData::new)
                 .set_data(data.to_vec()),
-            WriteStep::Append(data) => head.get_or_insert_with(ObjData::new).append(data),
+            WriteStep::Append(data) => {
+                let size = head.as_ref().map_or(0, |o| o.data.len());
+                check_size((size + data.len()) as u64)?;
+                head.get_or_insert_with(ObjData::new).append(data)
+            }
             WriteStep::Truncate(size) => {
                 if let Some(o) = head {
-                    let size = usize::try_from(*size).map_err(|_| Errno(libc::EFBIG))?;
-                    o.data.resize(size, 0);
+                    o.data.resize(*size as usize, 0);
                 }
             }
             WriteStep::Zero { offset, len } => {
@@ -266,7 +348,7 @@ pub(super) fn apply_write(
                 method,
                 input,
             } => {
-                run_cls(env, head, class, method, input)?;
+                run_cls(env, head, (class, method, input), &mut modified)?;
             }
             WriteStep::AssertExists => {
                 head.as_ref().ok_or(Errno::ENOENT)?;
@@ -290,64 +372,71 @@ pub(super) fn apply_write(
                 }
             }
         }
-        if let Some(o) = head {
-            o.mtime = SystemTime::now();
-        }
     }
-    Ok(())
+    if let (true, Some(o)) = (modified, head.as_mut()) {
+        o.mtime = SystemTime::now();
+    }
+    Ok(modified)
 }
 
-/// Whether a failure could come after a change, so the caller must keep a backup.
+/// Whether a failure could come after a change, so the caller must keep a backup: a
+/// fallible step after the first, or a cls method (which may write, then fail).
 pub(super) fn needs_backup(steps: &[WriteStep]) -> bool {
     let fallible = |s: &WriteStep| {
         !matches!(
             s,
             WriteStep::Write { .. }
                 | WriteStep::WriteFull(_)
-                | WriteStep::Append(_)
                 | WriteStep::Truncate(_)
                 | WriteStep::Zero { .. }
                 | WriteStep::OmapSet(_)
                 | WriteStep::SetXattr { .. }
         )
     };
-    steps.iter().skip(1).any(fallible)
+    let exec = |s: &WriteStep| matches!(s, WriteStep::Exec { .. });
+    steps.iter().any(exec) || steps.iter().skip(1).any(fallible)
 }
 
-/// Runs the steps of a read op on the object at `snap`. Exec steps may change the head (a
-/// write method called through a read op still writes, as on Ceph): `head` is that head.
+/// Runs the steps of a read op on the object at `snap`; the results and whether a cls
+/// method wrote. A missing object fails the op with `ENOENT` before any step runs unless
+/// the op `may_write` (it calls a write method: such a read op still writes, as on Ceph).
 pub(super) fn apply_read(
     env: &OpEnv<'_>,
     obj: &mut Object,
     snap: SnapId,
     steps: &[ReadStep],
-) -> Result<Vec<ReadResult>, Errno> {
-    let only_exec = steps.iter().all(|s| matches!(s, ReadStep::Exec { .. }));
-    if obj.at(snap).is_none() && !only_exec {
+    may_write: bool,
+) -> Result<(Vec<ReadResult>, bool), Errno> {
+    if obj.at(snap).is_none() && !may_write {
         return Err(Errno::ENOENT);
     }
+    let mut modified = false;
     let mut results = Vec::with_capacity(steps.len());
     for step in steps {
-        let view = obj.at(snap);
         let r = match step {
             ReadStep::Exec {
                 class,
                 method,
                 input,
             } => {
+                let call = (class.as_str(), method.as_str(), input);
                 let out = if snap == NOSNAP {
-                    run_cls(env, &mut obj.head, class, method, input)?
+                    run_cls(env, &mut obj.head, call, &mut modified)?
                 } else {
-                    let mut copy = view.cloned();
-                    run_cls(env, &mut copy, class, method, input)?
+                    // A snapshot is immutable: the method sees a copy.
+                    let mut copy = obj.at(snap).cloned();
+                    run_cls(env, &mut copy, call, &mut false)?
                 };
                 ReadResult::Data(out)
             }
-            _ => read_step(view.ok_or(Errno::ENOENT)?, obj.version, step)?,
+            _ => read_step(obj.at(snap).ok_or(Errno::ENOENT)?, obj.version, step)?,
         };
         results.push(r);
     }
-    Ok(results)
+    if let (true, Some(o)) = (modified, obj.head.as_mut()) {
+        o.mtime = SystemTime::now();
+    }
+    Ok((results, modified))
 }
 
 fn read_step(o: &ObjData, version: u64, step: &ReadStep) -> Result<ReadResult, Errno> {

@@ -1,8 +1,11 @@
 //! Watch/notify of the embedded backend, with RADOS' semantics: every watch of an object
 //! (any client, the notifier's own included) receives each notify; a notify completes when
 //! all watchers acked or its timeout passed, and reports the acks with their payloads and
-//! the watchers that timed out. A disconnected watch reports an error on its stream and
-//! stops receiving; `watch_check` then fails.
+//! the watchers that timed out. A watch that goes away while a notify waits for it (unwatch,
+//! disconnect, blocklist) is dropped from that notify, neither acked nor timed out, as the
+//! OSD's `Notify::complete_watcher_remove` does (measured on 16.2.15: the notify completes
+//! at once). A broken watch reports an error on its stream and stops receiving;
+//! `watch_check` then fails with that error.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -43,6 +46,21 @@ pub(super) struct Watches {
     state: Mutex<State>,
 }
 
+impl State {
+    /// Stops every pending notify from waiting for watch `cookie`; completes those that
+    /// waited for nothing else.
+    fn forget(&mut self, cookie: u64) {
+        for n in self.notifies.values_mut() {
+            n.waiting.retain(|(_, c)| *c != cookie);
+            if n.waiting.is_empty()
+                && let Some(done) = n.done.take()
+            {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
 impl Watches {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -71,6 +89,7 @@ impl Watches {
         match st.watches.get(&cookie) {
             Some(w) if w.caller.gid == gid => {
                 st.watches.remove(&cookie);
+                st.forget(cookie);
                 Ok(())
             }
             _ => Err(Errno::ENOENT),
@@ -102,25 +121,16 @@ impl Watches {
     /// Breaks every watch of a client (a disconnect or a blocklist).
     pub(super) fn break_client(&self, gid: u64, errno: Errno) {
         let mut st = self.lock();
-        for w in st.watches.values_mut() {
+        let mut broken = Vec::new();
+        for (cookie, w) in st.watches.iter_mut() {
             if w.caller.gid == gid && w.error.is_none() {
                 w.error = Some(errno);
                 w.sender.error(errno);
+                broken.push(*cookie);
             }
         }
-        // A pending notify waiting only for broken watches ends now; they count as timed out.
-        let dead: HashSet<u64> = st
-            .watches
-            .iter()
-            .filter(|(_, w)| w.error.is_some())
-            .map(|(c, _)| *c)
-            .collect();
-        for n in st.notifies.values_mut() {
-            if n.waiting.iter().all(|(_, c)| dead.contains(c)) {
-                if let Some(done) = n.done.take() {
-                    let _ = done.send(());
-                }
-            }
+        for cookie in broken {
+            st.forget(cookie);
         }
     }
 
@@ -203,10 +213,10 @@ impl Watches {
                 payload: reply,
             });
         }
-        if p.waiting.is_empty() {
-            if let Some(done) = p.done.take() {
-                let _ = done.send(());
-            }
+        if p.waiting.is_empty()
+            && let Some(done) = p.done.take()
+        {
+            let _ = done.send(());
         }
         Ok(())
     }

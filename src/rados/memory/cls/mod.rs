@@ -83,6 +83,8 @@ pub struct ClsContext<'a> {
     pub(super) caller: Caller,
     /// (gid, nonce) of the clients currently watching this object.
     pub(super) watchers: Vec<Caller>,
+    /// Set by every mutating call: the op then moves the object's version and mtime.
+    pub(super) modified: bool,
 }
 
 impl ClsContext<'_> {
@@ -109,23 +111,27 @@ impl ClsContext<'_> {
     }
 
     fn existing_mut(&mut self) -> Result<&mut ObjData, Errno> {
+        self.modified = true;
         self.obj.as_mut().ok_or(Errno::ENOENT)
+    }
+
+    /// The head for a mutating call that creates the object.
+    fn created(&mut self) -> &mut ObjData {
+        self.modified = true;
+        self.obj.get_or_insert_with(ObjData::new)
     }
 
     /// Creates the object; `EEXIST` if `exclusive` and it exists.
     pub fn create(&mut self, exclusive: bool) -> Result<(), Errno> {
-        match self.obj {
-            Some(_) if exclusive => Err(Errno::EEXIST),
-            Some(_) => Ok(()),
-            None => {
-                *self.obj = Some(ObjData::new());
-                Ok(())
-            }
+        if exclusive && self.obj.is_some() {
+            return Err(Errno::EEXIST);
         }
+        self.created();
+        Ok(())
     }
 
     pub fn remove(&mut self) -> Result<(), Errno> {
-        self.existing()?;
+        self.existing_mut()?;
         *self.obj = None;
         Ok(())
     }
@@ -141,14 +147,12 @@ impl ClsContext<'_> {
 
     /// Replaces the data, creating the object.
     pub fn write_full(&mut self, data: &[u8]) {
-        self.obj
-            .get_or_insert_with(ObjData::new)
-            .set_data(data.to_vec());
+        self.created().set_data(data.to_vec());
     }
 
     /// Appends to the data, creating the object.
     pub fn append(&mut self, data: &[u8]) {
-        self.obj.get_or_insert_with(ObjData::new).append(data);
+        self.created().append(data);
     }
 
     /// One omap value; `Ok(None)` when the key is absent, `ENOENT` when the object is.
@@ -168,7 +172,7 @@ impl ClsContext<'_> {
 
     /// Sets omap pairs, creating the object.
     pub fn omap_set(&mut self, kv: impl IntoIterator<Item = (String, Bytes)>) {
-        self.obj.get_or_insert_with(ObjData::new).omap.extend(kv);
+        self.created().omap.extend(kv);
     }
 
     pub fn omap_remove(&mut self, key: &str) -> Result<(), Errno> {
@@ -185,9 +189,6 @@ impl ClsContext<'_> {
     }
 
     pub fn xattr_set(&mut self, name: &str, value: Bytes) {
-        self.obj
-            .get_or_insert_with(ObjData::new)
-            .xattrs
-            .insert(name.to_string(), value);
+        self.created().xattrs.insert(name.to_string(), value);
     }
 }
