@@ -82,5 +82,6 @@ conformance!(
         watch_faults::cross_client_notify,
         watch_faults::unwatch_during_notify,
         watch_faults::blocklisted_watcher,
+        watch_faults::remove_watched_object,
     ],
 );

@@ -2,12 +2,12 @@
 //! client's watches, a watcher that unwatches while a notify waits for it is simply dropped
 //! from it (neither acked nor timed out, the notify completes without waiting), and a
 //! blocklisted watcher's stream reports the error, its calls fail, and notifies stop
-//! waiting for it.
+//! waiting for it; removing a watched object disconnects its watchers.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rbd_relay::rados::{IoCtx, Rados, Watch, WatchEvent};
+use rbd_relay::rados::{Errno, IoCtx, Rados, Watch, WatchEvent};
 
 use crate::harness::{Lab, errno, name};
 
@@ -134,12 +134,27 @@ pub async fn blocklisted_watcher<L: Lab>(lab: &L, c: &L::R, io: &Io<L>) {
     let reply = notify.await.unwrap().unwrap();
     eprintln!("notify after blocklist: {reply:?}");
     lab.unblocklist(token).await;
-    assert_eq!(e, rbd_relay::rados::Errno::ENOTCONN);
+    assert_eq!(e, Errno::ENOTCONN);
     assert!(check.is_err());
-    assert_eq!(errno(read), rbd_relay::rados::Errno::EBLOCKLISTED);
+    assert_eq!(errno(read), Errno::EBLOCKLISTED);
     assert_eq!(reply.acks.len(), 1);
     assert_eq!(reply.acks[0].notifier_id, c.instance_id());
     assert!(reply.timeouts.is_empty(), "{reply:?}");
     io.unwatch(survivor.cookie).await.unwrap();
     io.remove(&oid).await.unwrap();
+}
+
+/// Removing a watched object disconnects its watchers (the OSD cancels their watches).
+pub async fn remove_watched_object<L: Lab>(lab: &L, _c: &L::R, io: &Io<L>) {
+    let oid = name("removed");
+    io.write_full(&oid, Bytes::new()).await.unwrap();
+    let other = lab.connect().await;
+    let oio = other.ioctx("rbd").await.unwrap();
+    let mut watch = oio.watch(&oid).await.unwrap();
+    io.remove(&oid).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(30), watch.next()).await;
+    assert_eq!(ev.ok(), Some(Some(WatchEvent::Error(Errno::ENOTCONN))));
+    assert_eq!(errno(oio.watch_check(watch.cookie).await), Errno::ENOTCONN);
+    // The OSD no longer knows the watch.
+    assert_eq!(errno(oio.unwatch(watch.cookie).await), Errno::ENOENT);
 }

@@ -303,7 +303,8 @@ impl IoCtx for MemoryIoCtx {
         let env = self.env(oid, has_exec);
         let version = self.next_version();
         let ns_oid = (self.namespace.clone(), oid.to_string());
-        self.with_pool(RadosOp::Write, oid, |pool| {
+        let mut removed = false;
+        let result = self.with_pool(RadosOp::Write, oid, |pool| {
             store::validate_write(&op.steps)?;
             valid_snapc(op.snap_context.as_ref())?;
             let obj = pool.objects.entry(ns_oid.clone()).or_default();
@@ -311,7 +312,9 @@ impl IoCtx for MemoryIoCtx {
                 obj.preserve(op.snap_context.as_ref());
             }
             let backup = store::needs_backup(&op.steps).then(|| obj.head.clone());
+            let existed = obj.head.is_some();
             let result = store::apply_write(&env, &mut obj.head, obj.version, &op.steps);
+            removed = existed && obj.head.is_none() && result.is_ok();
             match &result {
                 Ok(true) => obj.version = version,
                 Ok(false) => {}
@@ -326,7 +329,11 @@ impl IoCtx for MemoryIoCtx {
                 pool.objects.remove(&ns_oid);
             }
             result.map(|_| version)
-        })
+        });
+        if removed {
+            self.cluster().watches.break_object(&self.key(oid));
+        }
+        result
     }
 
     async fn operate_read(&self, oid: &str, op: ReadOp) -> RadosResult<ReadReply> {
@@ -341,13 +348,16 @@ impl IoCtx for MemoryIoCtx {
         let env = self.env(oid, has_exec);
         let version = self.next_version();
         let ns_oid = (self.namespace.clone(), oid.to_string());
-        self.with_pool(RadosOp::Read, oid, |pool| {
+        let mut removed = false;
+        let result = self.with_pool(RadosOp::Read, oid, |pool| {
             if op.steps.is_empty() {
                 return Err(Errno::EINVAL);
             }
             let obj = pool.objects.entry(ns_oid.clone()).or_default();
             let backup = may_write.then(|| obj.head.clone());
+            let existed = obj.head.is_some();
             let result = store::apply_read(&env, obj, op.snap, &op.steps, may_write);
+            removed = existed && obj.head.is_none() && result.is_ok();
             match (&result, backup) {
                 (Ok((_, true)), _) => obj.version = version,
                 (Err(_), Some(b)) => obj.head = b,
@@ -358,7 +368,11 @@ impl IoCtx for MemoryIoCtx {
                 pool.objects.remove(&ns_oid);
             }
             result.map(|(results, _)| ReadReply { results, version })
-        })
+        });
+        if removed {
+            self.cluster().watches.break_object(&self.key(oid));
+        }
+        result
     }
 
     async fn watch(&self, oid: &str) -> RadosResult<Watch> {
@@ -373,6 +387,8 @@ impl IoCtx for MemoryIoCtx {
             .watch(self.key(oid), self.conn.caller))
     }
     async fn unwatch(&self, cookie: u64) -> RadosResult<()> {
+        self.conn
+            .check_blocklist(RadosOp::Unwatch, &cookie.to_string())?;
         let r = self.cluster().watches.unwatch(self.conn.caller.gid, cookie);
         r.map_err(|e| RadosError::new(RadosOp::Unwatch, cookie.to_string(), e))
     }
@@ -435,20 +451,26 @@ impl IoCtx for MemoryIoCtx {
     ) -> RadosResult<()> {
         let version = self.next_version();
         let key = (self.namespace.clone(), oid.to_string());
-        self.with_pool(RadosOp::SnapRollback, oid, |pool| {
+        let removed = self.with_pool(RadosOp::SnapRollback, oid, |pool| {
             valid_snapc(Some(snapc))?;
             // Rolling back an object that never existed is a no-op, as on Ceph.
             let Some(obj) = pool.objects.get_mut(&key) else {
-                return Ok(());
+                return Ok(false);
             };
+            let existed = obj.head.is_some();
             obj.preserve(Some(snapc));
             obj.rollback(snap);
             obj.version = version;
+            let removed = existed && obj.head.is_none();
             if obj.is_empty() {
                 pool.objects.remove(&key);
             }
-            Ok(())
-        })
+            Ok(removed)
+        })?;
+        if removed {
+            self.cluster().watches.break_object(&self.key(oid));
+        }
+        Ok(())
     }
 
     async fn list_objects(&self) -> RadosResult<Vec<String>> {

@@ -83,14 +83,16 @@ impl Watches {
         watch
     }
 
-    /// `ENOENT` for an unknown cookie (librados would crash; we answer).
+    /// `ENOENT` for an unknown cookie (librados would crash; we answer), and for a broken
+    /// watch, which the OSD no longer knows (it is forgotten all the same).
     pub(super) fn unwatch(&self, gid: u64, cookie: u64) -> Result<(), Errno> {
         let mut st = self.lock();
         match st.watches.get(&cookie) {
             Some(w) if w.caller.gid == gid => {
+                let broken = w.error.is_some();
                 st.watches.remove(&cookie);
                 st.forget(cookie);
-                Ok(())
+                if broken { Err(Errno::ENOENT) } else { Ok(()) }
             }
             _ => Err(Errno::ENOENT),
         }
@@ -120,10 +122,20 @@ impl Watches {
 
     /// Breaks every watch of a client (a disconnect or a blocklist).
     pub(super) fn break_client(&self, gid: u64, errno: Errno) {
+        self.break_where(|w| w.caller.gid == gid, errno);
+    }
+
+    /// Breaks every watch of an object that was just removed (the OSD cancels them and
+    /// librados reports `ENOTCONN`).
+    pub(super) fn break_object(&self, key: &ObjKey) {
+        self.break_where(|w| &w.key == key, Errno::ENOTCONN);
+    }
+
+    fn break_where(&self, hit: impl Fn(&WatchEntry) -> bool, errno: Errno) {
         let mut st = self.lock();
         let mut broken = Vec::new();
         for (cookie, w) in st.watches.iter_mut() {
-            if w.caller.gid == gid && w.error.is_none() {
+            if hit(w) && w.error.is_none() {
                 w.error = Some(errno);
                 w.sender.error(errno);
                 broken.push(*cookie);
