@@ -157,6 +157,8 @@ pub async fn missing_objects<R: Rados>(_c: &R, io: &R::IoCtx) {
         errno(io.operate_write(&oid, WriteOp::new().rm_xattr("a")).await),
         Errno::ENOENT
     );
+    let cmp = WriteOp::new().cmp_xattr("a", rbd_relay::rados::CmpOp::Eq, &b""[..]);
+    assert_eq!(errno(io.operate_write(&oid, cmp).await), Errno::ENOENT);
     // A failing step after a successful one leaves nothing behind.
     let op = WriteOp::new().write(0, &b"x"[..]).remove().remove();
     assert_eq!(errno(io.operate_write(&oid, op).await), Errno::ENOENT);
@@ -252,6 +254,13 @@ pub async fn versions_move_on_modification<R: Rados>(_c: &R, io: &R::IoCtx) {
         .await
         .unwrap();
     assert!(v2 > v1, "{v2} > {v1}");
+    // Asserting a future version: EOVERFLOW (a past one: ERANGE), in reads and writes.
+    let ahead = io
+        .operate_read(&oid, ReadOp::new().assert_version(v2 + 1))
+        .await;
+    assert_eq!(errno(ahead), Errno::EOVERFLOW);
+    let behind = WriteOp::new().assert_version(v1).omap_set([("k", "v")]);
+    assert_eq!(errno(io.operate_write(&oid, behind).await), Errno::ERANGE);
     assert_eq!(
         io.operate_read(&oid, ReadOp::new().assert_version(v2))
             .await

@@ -69,6 +69,7 @@ conformance!(
         omap::omap_paging,
         omap::omap_cmp_cancels,
         omap::xattrs,
+        omap::racing_ops,
         cls::cls_exec,
         watch::notify_and_ack,
         watch::notify_timeout,

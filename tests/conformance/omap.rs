@@ -1,5 +1,6 @@
 //! Omap and xattrs: paging with a prefix and the `more` flag, by-key reads, compare-and-set
-//! guards (a mismatch cancels the whole op with ECANCELED), xattr errors.
+//! guards (a mismatch cancels the whole op with ECANCELED), xattr errors, and atomicity of
+//! racing compound ops.
 
 use std::collections::BTreeMap;
 
@@ -175,5 +176,53 @@ pub async fn xattrs<R: Rados>(_c: &R, io: &R::IoCtx) {
         errno(io.get_xattr(&name("nobody"), "a").await),
         Errno::ENOENT
     );
+    io.remove(&oid).await.unwrap();
+}
+
+/// Compound ops are atomic against each other: of racing compare-and-set ops exactly one
+/// wins, and racing appends all land.
+pub async fn racing_ops<R: Rados>(_c: &R, io: &R::IoCtx) {
+    let oid = name("race");
+    io.omap_set(
+        &oid,
+        BTreeMap::from([("k".to_string(), Bytes::from_static(b"0"))]),
+    )
+    .await
+    .unwrap();
+    let racers = (0..8).map(|i| {
+        let (io, oid) = (io.clone(), oid.clone());
+        tokio::spawn(async move {
+            let op = WriteOp::new()
+                .omap_cmp("k", CmpOp::Eq, &b"0"[..])
+                .omap_set([("k", format!("{}", i + 1))])
+                .append(format!("{i}"));
+            io.operate_write(&oid, op).await
+        })
+    });
+    let results = futures::future::join_all(racers).await;
+    let won: Vec<_> = results.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(won.iter().filter(|r| r.is_ok()).count(), 1, "{won:?}");
+    assert!(
+        won.iter()
+            .all(|r| r.as_ref().is_ok() || errno(r.clone()) == Errno::ECANCELED)
+    );
+    assert_eq!(io.stat(&oid).await.unwrap().size, 1);
+
+    let appends = (0..16).map(|_| {
+        let (io, oid) = (io.clone(), oid.clone());
+        tokio::spawn(async move {
+            io.operate_write(&oid, WriteOp::new().append(&b"ab"[..]))
+                .await
+        })
+    });
+    let mut versions: Vec<u64> = futures::future::join_all(appends)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .collect();
+    assert_eq!(io.stat(&oid).await.unwrap().size, 1 + 32);
+    versions.sort_unstable();
+    versions.dedup();
+    assert_eq!(versions.len(), 16, "every write has its own version");
     io.remove(&oid).await.unwrap();
 }

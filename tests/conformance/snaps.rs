@@ -105,6 +105,19 @@ pub async fn snapshot_clones<R: Rados>(_c: &R, io: &R::IoCtx) {
         io.read_at_snap(&oid, 0, 0, s2).await.unwrap(),
         Bytes::from_static(b"two!")
     );
+    // Only clones are left: an exclusive create succeeds, and the clones stay.
+    io.operate_write(
+        &oid,
+        WriteOp::new().create(true).snap_context(snapc2.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(io.stat(&oid).await.unwrap().size, 0);
+    assert_eq!(
+        io.read_at_snap(&oid, 0, 0, s1).await.unwrap(),
+        Bytes::from_static(b"one")
+    );
+    io.remove(&oid).await.unwrap();
     io.remove(&young).await.unwrap();
     io.selfmanaged_snap_remove(s1).await.unwrap();
     io.selfmanaged_snap_remove(s2).await.unwrap();

@@ -257,6 +257,8 @@ impl MemoryIoCtx {
         }
     }
 
+    /// A new object version: one counter per cluster (Ceph's count per PG), taken under
+    /// the store lock so that each object's versions only grow.
     fn next_version(&self) -> u64 {
         self.cluster().next_version.fetch_add(1, Ordering::Relaxed)
     }
@@ -301,7 +303,6 @@ impl IoCtx for MemoryIoCtx {
             .iter()
             .any(|s| matches!(s, super::WriteStep::Exec { .. }));
         let env = self.env(oid, has_exec);
-        let version = self.next_version();
         let ns_oid = (self.namespace.clone(), oid.to_string());
         let mut removed = false;
         let result = self.with_pool(RadosOp::Write, oid, |pool| {
@@ -316,7 +317,8 @@ impl IoCtx for MemoryIoCtx {
             let result = store::apply_write(&env, &mut obj.head, obj.version, &op.steps);
             removed = existed && obj.head.is_none() && result.is_ok();
             match &result {
-                Ok(true) => obj.version = version,
+                // Allocated under the store lock, so an object's versions only grow.
+                Ok(true) => obj.version = self.next_version(),
                 Ok(false) => {}
                 Err(_) => {
                     if let Some(b) = backup {
@@ -346,7 +348,6 @@ impl IoCtx for MemoryIoCtx {
         });
         let has_exec = op.steps.iter().any(|s| matches!(s, ReadStep::Exec { .. }));
         let env = self.env(oid, has_exec);
-        let version = self.next_version();
         let ns_oid = (self.namespace.clone(), oid.to_string());
         let mut removed = false;
         let result = self.with_pool(RadosOp::Read, oid, |pool| {
@@ -359,7 +360,7 @@ impl IoCtx for MemoryIoCtx {
             let result = store::apply_read(&env, obj, op.snap, &op.steps, may_write);
             removed = existed && obj.head.is_none() && result.is_ok();
             match (&result, backup) {
-                (Ok((_, true)), _) => obj.version = version,
+                (Ok((_, true)), _) => obj.version = self.next_version(),
                 (Err(_), Some(b)) => obj.head = b,
                 _ => {}
             }
@@ -449,7 +450,6 @@ impl IoCtx for MemoryIoCtx {
         snap: SnapId,
         snapc: &SnapContext,
     ) -> RadosResult<()> {
-        let version = self.next_version();
         let key = (self.namespace.clone(), oid.to_string());
         let removed = self.with_pool(RadosOp::SnapRollback, oid, |pool| {
             valid_snapc(Some(snapc))?;
@@ -460,7 +460,7 @@ impl IoCtx for MemoryIoCtx {
             let existed = obj.head.is_some();
             obj.preserve(Some(snapc));
             obj.rollback(snap);
-            obj.version = version;
+            obj.version = self.next_version();
             let removed = existed && obj.head.is_none();
             if obj.is_empty() {
                 pool.objects.remove(&key);
