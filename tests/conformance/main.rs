@@ -75,6 +75,7 @@ conformance!(
         watch::notify_timeout,
         watch::lagging_consumer,
         watch::unwatch_and_missing,
+        watch::dropped_stream_is_acked,
         snaps::snapshot_clones,
         snaps::snapshot_edges,
         snaps::namespaces,

@@ -119,3 +119,32 @@ pub async fn unwatch_and_missing<R: Rados>(_c: &R, io: &R::IoCtx) {
     assert_eq!(errno(reply), Errno::ENOENT);
     io.remove(&oid).await.unwrap();
 }
+
+/// A watch whose stream was dropped without an unwatch still counts as a watcher; the
+/// backend acks its notifications itself (empty payload), so notifiers never wait on it.
+pub async fn dropped_stream_is_acked<R: Rados>(c: &R, io: &R::IoCtx) {
+    let oid = watched(io, "dropped").await;
+    let cookie = io.watch(&oid).await.unwrap().cookie;
+    let reply = io
+        .notify(&oid, Bytes::from_static(b"x"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let acks: Vec<_> = reply
+        .acks
+        .iter()
+        .map(|a| (a.notifier_id, a.cookie, a.payload.len()))
+        .collect();
+    assert_eq!(acks, vec![(c.instance_id(), cookie, 0)]);
+    assert!(reply.timeouts.is_empty());
+    // Watches are per namespace: the same name elsewhere has no watcher.
+    let ns = io.with_namespace("conformance-ns");
+    ns.write_full(&oid, Bytes::new()).await.unwrap();
+    let other = ns
+        .notify(&oid, Bytes::new(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(other, Default::default());
+    ns.remove(&oid).await.unwrap();
+    io.unwatch(cookie).await.unwrap();
+    io.remove(&oid).await.unwrap();
+}

@@ -6,7 +6,10 @@
 //! the config-key store, the watch registry and the cls methods its "OSDs" know. Each
 //! [`MemoryCluster::connect`] is a separate client with its own global id, as a librados
 //! client instance is. Test hooks play faults a real cluster has: a client's watches
-//! disconnected, a client blocklisted.
+//! disconnected, a client blocklisted. Where RADOS has corner cases (zero at the end
+//! truncates, asserts do not move versions, reads at unknown snap ids see the head, a
+//! removed object disconnects its watchers, ...) this backend follows what the lab
+//! measured on 16.2.15; `tests/conformance` holds each such fact as a case.
 //!
 //! State sits behind short-held `std` mutexes (never across an await); notify waits without
 //! holding any lock.
@@ -117,8 +120,10 @@ impl MemoryCluster {
         }
     }
 
-    /// Fault hook: breaks every watch of client `gid` (as a lost connection does); their
-    /// streams report `Error(ENOTCONN)`.
+    /// Fault hook: breaks every watch of client `gid`, as a lost session whose watches
+    /// timed out on the OSD does: their streams report `Error(ENOTCONN)`, `watch_check`
+    /// fails with it, pending notifies stop waiting for them and `unwatch` answers
+    /// `ENOENT`. The client itself keeps working (it may re-watch).
     pub fn disconnect_watches(&self, gid: u64) {
         self.inner.watches.break_client(gid, Errno::ENOTCONN);
     }

@@ -50,6 +50,22 @@ impl ClsRegistry {
         self.classes.entry(class).or_default();
     }
 
+    /// Adds (or replaces) `class.method`. A method runs under the store lock, inside the
+    /// op: it reads and changes the object through its [`ClsContext`] (mutating calls mark
+    /// the op as a modification, which moves the version), and an `Err` undoes everything
+    /// the op did. `ReadWrite` methods also run on missing objects and from read ops;
+    /// `Read` ones never see a missing object (the op fails with `ENOENT` first).
+    ///
+    /// ```
+    /// # use bytes::Bytes;
+    /// # use rbd_relay::rados::Errno;
+    /// # use rbd_relay::rados::memory::cls::{ClsContext, ClsFlags, ClsRegistry};
+    /// fn get(ctx: &mut ClsContext<'_>, _input: Bytes) -> Result<Bytes, Errno> {
+    ///     ctx.omap_get("key")?.ok_or(Errno::ENOENT)
+    /// }
+    /// let mut cls = ClsRegistry::with_ceph_classes();
+    /// cls.register("journal", "get_key", ClsFlags::Read, get);
+    /// ```
     pub fn register(
         &mut self,
         class: &'static str,
