@@ -7,6 +7,7 @@
 mod cls;
 mod data;
 mod harness;
+mod librados_only;
 mod omap;
 mod snaps;
 mod watch;

@@ -257,6 +257,15 @@ impl MemoryIoCtx {
         }
     }
 
+    /// Watch and notify need the object to exist (`ENOENT`), as on Ceph.
+    fn require_object(&self, op: RadosOp, oid: &str) -> RadosResult<()> {
+        let key = (self.namespace.clone(), oid.to_string());
+        self.with_pool(op, oid, |pool| match pool.objects.get(&key) {
+            Some(o) if o.head.is_some() => Ok(()),
+            _ => Err(Errno::ENOENT),
+        })
+    }
+
     fn next_version(&self) -> u64 {
         self.cluster().next_version.fetch_add(1, Ordering::Relaxed)
     }
@@ -360,11 +369,7 @@ impl IoCtx for MemoryIoCtx {
     }
 
     async fn watch(&self, oid: &str) -> RadosResult<Watch> {
-        let key = (self.namespace.clone(), oid.to_string());
-        self.with_pool(RadosOp::Watch, oid, |pool| match pool.objects.get(&key) {
-            Some(o) if o.head.is_some() => Ok(()),
-            _ => Err(Errno::ENOENT),
-        })?;
+        self.require_object(RadosOp::Watch, oid)?;
         Ok(self
             .cluster()
             .watches
@@ -384,11 +389,7 @@ impl IoCtx for MemoryIoCtx {
         payload: Bytes,
         timeout: Duration,
     ) -> RadosResult<NotifyReply> {
-        let key = (self.namespace.clone(), oid.to_string());
-        self.with_pool(RadosOp::Notify, oid, |pool| match pool.objects.get(&key) {
-            Some(o) if o.head.is_some() => Ok(()),
-            _ => Err(Errno::ENOENT),
-        })?;
+        self.require_object(RadosOp::Notify, oid)?;
         Ok(self
             .cluster()
             .watches
