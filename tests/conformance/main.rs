@@ -5,6 +5,7 @@
 //! The expectations are what Ceph 16.2.15 does, measured; the memory backend must match.
 
 mod cls;
+mod cls_journal;
 mod data;
 mod harness;
 mod librados_only;
@@ -44,6 +45,10 @@ conformance!(
     omap::omap_cmp_cancels,
     omap::xattrs,
     cls::cls_exec,
+    cls_journal::journal_header,
+    cls_journal::journal_clients,
+    cls_journal::journal_tags,
+    cls_journal::journal_append,
     watch::notify_and_ack,
     watch::notify_timeout,
     watch::lagging_consumer,

@@ -81,14 +81,16 @@ impl ObjData {
         prefix: &str,
         max: usize,
     ) -> (BTreeMap<String, Bytes>, bool) {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        // A key equal to the prefix is listed unless it is `start_after` itself.
         let from = if start_after < prefix {
-            prefix
+            Included(prefix)
         } else {
-            start_after
+            Excluded(start_after)
         };
         let mut it = self
             .omap
-            .range::<str, _>((std::ops::Bound::Excluded(from), std::ops::Bound::Unbounded))
+            .range::<str, _>((from, Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix));
         let page: BTreeMap<String, Bytes> = it
             .by_ref()

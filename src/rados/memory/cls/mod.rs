@@ -7,6 +7,7 @@
 //! `EOPNOTSUPP`, and a method's rights come from its own flags (a write method called from
 //! a read op still writes, as measured on 16.2.15).
 
+mod journal;
 mod rbd_id;
 
 use std::collections::{BTreeMap, HashMap};
@@ -42,6 +43,7 @@ impl ClsRegistry {
             r.class(class);
         }
         rbd_id::register(&mut r);
+        journal::register(&mut r);
         r
     }
 
