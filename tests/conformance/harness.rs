@@ -6,11 +6,19 @@ use rbd_relay::rados::memory::{MemoryCluster, MemoryIoCtx, MemoryRados};
 use rbd_relay::rados::{Errno, Rados, RadosError};
 
 pub async fn memory() -> (MemoryRados, MemoryIoCtx) {
+    memory_pair().await.0
+}
+
+/// Two clients of one fresh embedded cluster with a pool `rbd`.
+pub async fn memory_pair() -> ((MemoryRados, MemoryIoCtx), (MemoryRados, MemoryIoCtx)) {
     let cluster = MemoryCluster::default();
     cluster.create_pool("rbd").expect("pool");
-    let c = cluster.connect();
-    let io = c.ioctx("rbd").await.expect("pool rbd");
-    (c, io)
+    let (c1, c2) = (cluster.connect(), cluster.connect());
+    let (io1, io2) = (
+        c1.ioctx("rbd").await.expect("pool rbd"),
+        c2.ioctx("rbd").await.expect("pool rbd"),
+    );
+    ((c1, io1), (c2, io2))
 }
 
 fn conf_path() -> String {

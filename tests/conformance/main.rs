@@ -6,6 +6,7 @@
 
 mod cls;
 mod cls_journal;
+mod cls_lock;
 mod data;
 mod harness;
 mod librados_only;
@@ -56,3 +57,30 @@ conformance!(
     snaps::snapshot_clones,
     snaps::namespaces,
 );
+
+/// Instantiates cases that need two clients of one cluster, for both backends.
+macro_rules! conformance_two_clients {
+    ($($module:ident :: $case:ident),* $(,)?) => {
+        mod memory_two_clients {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let ((c1, io1), (c2, io2)) = crate::harness::memory_pair().await;
+                    crate::$module::$case(&c1, &io1, &c2, &io2).await;
+                }
+            )*
+        }
+        mod librados_two_clients {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some((c1, io1)) = crate::harness::librados(stringify!($case)).await else { return };
+                    let Some((c2, io2)) = crate::harness::librados(stringify!($case)).await else { return };
+                    crate::$module::$case(&c1, &io1, &c2, &io2).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance_two_clients!(cls_lock::exclusive_lock, cls_lock::shared_lock);

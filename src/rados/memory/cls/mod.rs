@@ -8,6 +8,7 @@
 //! a read op still writes, as measured on 16.2.15).
 
 mod journal;
+mod lock;
 mod rbd_id;
 
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +45,7 @@ impl ClsRegistry {
         }
         rbd_id::register(&mut r);
         journal::register(&mut r);
+        lock::register(&mut r);
         r
     }
 
@@ -184,6 +186,10 @@ impl ClsContext<'_> {
             .get(name)
             .cloned()
             .ok_or(Errno::ENODATA)
+    }
+
+    pub fn xattr_names(&self) -> Result<Vec<String>, Errno> {
+        Ok(self.existing()?.xattrs.keys().cloned().collect())
     }
 
     pub fn xattr_set(&mut self, name: &str, value: Bytes) {
