@@ -111,6 +111,7 @@ pub enum RadosOp {
     SnapRollback,
     List,
     ConfigKey,
+    Blocklist,
 }
 
 impl RadosOp {
@@ -132,6 +133,7 @@ impl RadosOp {
             RadosOp::SnapRollback => "snap_rollback",
             RadosOp::List => "list",
             RadosOp::ConfigKey => "config_key",
+            RadosOp::Blocklist => "blocklist",
         }
     }
 }

@@ -83,4 +83,8 @@ macro_rules! conformance_two_clients {
     };
 }
 
-conformance_two_clients!(cls_lock::exclusive_lock, cls_lock::shared_lock);
+conformance_two_clients!(
+    cls_lock::exclusive_lock,
+    cls_lock::shared_lock,
+    watch::blocklisted_watcher
+);

@@ -114,3 +114,28 @@ pub async fn unwatch_and_missing<R: Rados>(_c: &R, io: &R::IoCtx) {
     assert_eq!(errno(io.watch(&name("nobody")).await), Errno::ENOENT);
     io.remove(&oid).await.unwrap();
 }
+
+/// Fencing: a blocklisted client's watch breaks (reported on its stream, never silently)
+/// and its calls fail with a transient error, until it reconnects as a new client.
+pub async fn blocklisted_watcher<R: Rados>(c1: &R, io1: &R::IoCtx, c2: &R, io2: &R::IoCtx) {
+    let oid = watched(io1, "fenced").await;
+    let mut watch = io2.watch(&oid).await.unwrap();
+    assert_ne!(c1.client_addr(), c2.client_addr());
+    c1.blocklist_add(&c2.client_addr(), Duration::from_secs(120))
+        .await
+        .unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(60), watch.next())
+        .await
+        .expect("no watch error within 60 s");
+    assert!(matches!(ev, Some(WatchEvent::Error(_))), "{ev:?}");
+    let err = io2.read(&oid, 0, 0).await.map(drop).unwrap_err();
+    assert_eq!(err.errno, Errno::EBLOCKLISTED);
+    assert!(err.is_transient());
+    // The notifier is not held up by the fenced watcher.
+    let reply = io1
+        .notify(&oid, Bytes::new(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(reply.acks.is_empty(), "{reply:?}");
+    io1.remove(&oid).await.unwrap();
+}

@@ -51,8 +51,17 @@ struct Cluster {
     watches: Watches,
     cls: ClsRegistry,
     blocklist: Mutex<HashSet<u64>>,
+    /// Every client that connected, so an address can be blocklisted.
+    clients: Mutex<Vec<Caller>>,
     next_gid: AtomicU64,
     next_version: AtomicU64,
+}
+
+impl Cluster {
+    fn blocklist(&self, gid: u64) {
+        lock(&self.blocklist).insert(gid);
+        self.watches.break_client(gid, Errno::EBLOCKLISTED);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -83,6 +92,7 @@ impl MemoryCluster {
                 watches: Watches::default(),
                 cls,
                 blocklist: Mutex::default(),
+                clients: Mutex::default(),
                 next_gid: AtomicU64::new(4100),
                 next_version: AtomicU64::new(1),
             }),
@@ -109,12 +119,14 @@ impl MemoryCluster {
     /// A new client connection with its own global id.
     pub fn connect(&self) -> MemoryRados {
         let gid = self.inner.next_gid.fetch_add(1, Ordering::Relaxed);
+        let caller = Caller {
+            gid,
+            nonce: rand::random(),
+        };
+        lock(&self.inner.clients).push(caller);
         MemoryRados {
             cluster: self.inner.clone(),
-            caller: Caller {
-                gid,
-                nonce: rand::random(),
-            },
+            caller,
         }
     }
 
@@ -127,8 +139,7 @@ impl MemoryCluster {
     /// Fault hook: blocklists client `gid`: its watches break and every later call fails
     /// with `ESHUTDOWN` (Ceph's EBLOCKLISTED), as on a real cluster.
     pub fn blocklist(&self, gid: u64) {
-        lock(&self.inner.blocklist).insert(gid);
-        self.inner.watches.break_client(gid, Errno::EBLOCKLISTED);
+        self.inner.blocklist(gid);
     }
 }
 
@@ -197,6 +208,26 @@ impl Rados for MemoryRados {
     }
     fn instance_id(&self) -> u64 {
         self.caller.gid
+    }
+    fn client_addr(&self) -> String {
+        format!("127.0.0.1:0/{}", self.caller.nonce)
+    }
+    async fn blocklist_add(&self, addr: &str, _expire: Duration) -> RadosResult<()> {
+        self.check_blocklist(RadosOp::Blocklist, addr)?;
+        let nonce = addr
+            .rsplit_once('/')
+            .and_then(|(_, n)| n.parse::<u32>().ok());
+        let nonce =
+            nonce.ok_or_else(|| RadosError::new(RadosOp::Blocklist, addr, Errno::EINVAL))?;
+        // Every connection of this cluster with that address (there is at most one).
+        let gid = lock(&self.cluster.clients)
+            .iter()
+            .find(|c| c.nonce == nonce)
+            .map(|c| c.gid);
+        if let Some(gid) = gid {
+            self.cluster.blocklist(gid);
+        }
+        Ok(())
     }
     async fn config_key_get(&self, key: &str) -> RadosResult<Bytes> {
         self.check_blocklist(RadosOp::ConfigKey, key)?;
