@@ -21,6 +21,12 @@ unset RBD_RELAY_SKIP_CEPH
 # Examples and benchmarks must build; they run as benchmarks, not as tests.
 cargo build --examples --benches --quiet
 status=0
-cargo test --lib --bins --tests || status=$?
-echo "test.sh: cargo test exit status $status"
+run() { echo "test.sh: $*"; "$@" || status=$?; }
+# The conformance suite once per backend, so each backend's count shows on its own line.
+run cargo test --test conformance -- memory
+run cargo test --test conformance -- librados
+others=()
+for t in tests/*.rs; do others+=(--test "$(basename "$t" .rs)"); done
+run cargo test --lib --bins "${others[@]}"
+echo "test.sh: exit status $status"
 exit $status
