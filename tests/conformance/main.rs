@@ -8,6 +8,7 @@ mod cls;
 mod cls_journal;
 mod cls_lock;
 mod data;
+#[path = "../support/mod.rs"]
 mod harness;
 mod librados_only;
 mod omap;

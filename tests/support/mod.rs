@@ -1,5 +1,6 @@
-//! Backends for the conformance cases: a fresh embedded cluster with a pool `rbd`, or the
-//! lab's site-a through librados.
+//! Backends for tests that run on both: a fresh embedded cluster with a pool `rbd`, or the
+//! lab's site-a through librados (never skipped silently: no lab is a failure unless
+//! `RBD_RELAY_SKIP_CEPH=1`). Also the lab's conf path for tests that drive the `rbd` CLI.
 
 use rbd_relay::rados::librados::{ConnectConfig, LibradosCluster, LibradosIoCtx};
 use rbd_relay::rados::memory::{MemoryCluster, MemoryIoCtx, MemoryRados};
@@ -21,7 +22,7 @@ pub async fn memory_pair() -> ((MemoryRados, MemoryIoCtx), (MemoryRados, MemoryI
     ((c1, io1), (c2, io2))
 }
 
-fn conf_path() -> String {
+pub fn conf_path() -> String {
     std::env::var("RBD_RELAY_SITE_A_CONF").unwrap_or_else(|_| {
         let dir =
             std::env::var("RBD_RELAY_LAB_DIR").unwrap_or_else(|_| "/tmp/rbd-relay-lab".into());
