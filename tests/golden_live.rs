@@ -144,7 +144,10 @@ fn omap(phase: &str, cluster: &str, object: &str) -> BTreeMap<String, Bytes> {
         .filter(|v| v.source == phase && v.cluster == cluster && v.object == object)
         .map(|v| (v.key, v.value))
         .collect();
-    assert!(!m.is_empty(), "no omap captured for {phase}/{cluster}/{object}");
+    assert!(
+        !m.is_empty(),
+        "no omap captured for {phase}/{cluster}/{object}"
+    );
     m
 }
 
@@ -197,7 +200,11 @@ fn ctime(t: UTime) -> String {
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     let (y, mo, d, h, mi, s, wd) = civil(t);
-    format!("{} {}{d:3} {h:02}:{mi:02}:{s:02} {y}", WD[wd], MON[mo as usize - 1])
+    format!(
+        "{} {}{d:3} {h:02}:{mi:02}:{s:02} {y}",
+        WD[wd],
+        MON[mo as usize - 1]
+    )
 }
 
 /// `YYYY-mm-dd HH:MM:SS`, as `rbd mirror image status` prints `last_update`.
@@ -209,9 +216,15 @@ fn ymd_hms(t: UTime) -> String {
 #[test]
 fn time_formatting_helpers() {
     // 0x6b069275 is create_timestamp of gold; `rbd info` printed this.
-    assert_eq!(ctime(UTime::new(0x6b06_9275, 0)), "Wed Nov 25 07:47:01 2026");
+    assert_eq!(
+        ctime(UTime::new(0x6b06_9275, 0)),
+        "Wed Nov 25 07:47:01 2026"
+    );
     assert_eq!(ctime(UTime::new(0, 0)), "Thu Jan  1 00:00:00 1970");
-    assert_eq!(iso_micros(UTime::new(951_782_400, 1_999)), "2000-02-29T00:00:00.000001+0000");
+    assert_eq!(
+        iso_micros(UTime::new(951_782_400, 1_999)),
+        "2000-02-29T00:00:00.000001+0000"
+    );
 }
 
 // ---- 1. journal data objects vs `rbd journal export` --------------------------------------
@@ -241,7 +254,12 @@ fn journal_records(id: &str) -> Vec<Record> {
         assert!(!scan.entries.is_empty(), "object {n}: empty");
         for s in scan.entries {
             let framed = s.entry.to_bytes();
-            assert_eq!(framed, buf[s.offset..s.offset + framed.len()], "{n}@{}", s.offset);
+            assert_eq!(
+                framed,
+                buf[s.offset..s.offset + framed.len()],
+                "{n}@{}",
+                s.offset
+            );
             let what = format!("object {n} record at {}", s.offset);
             let event: EventEntry = rt(&what, &s.entry.data);
             out.push(Record {
@@ -270,7 +288,11 @@ fn journal_export(rel: &str, id: &str) -> Vec<(u64, u64, Vec<u8>)> {
             let v: Value = serde_json::from_str(js).unwrap();
             assert_eq!(v["commit_tid"].as_u64(), Some(i as u64 + 1), "commit_tid");
             let entry = base64(v["entry"].as_str().unwrap());
-            (v["tag_id"].as_u64().unwrap(), v["type"].as_u64().unwrap(), entry)
+            (
+                v["tag_id"].as_u64().unwrap(),
+                v["type"].as_u64().unwrap(),
+                entry,
+            )
         })
         .collect()
 }
@@ -283,7 +305,10 @@ fn export_verbose(rel: &str) -> Vec<Value> {
         .into_iter()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(t[end..].trim(), format!("{} entries processed, 0 errors", events.len()));
+    assert_eq!(
+        t[end..].trim(),
+        format!("{} entries processed, 0 errors", events.len())
+    );
     events
 }
 
@@ -319,7 +344,10 @@ fn ceph_dump(e: &EventEntry) -> Value {
             cmp_data,
             write_data,
         } => {
-            assert_eq!((cmp_data.len() as u64, write_data.len() as u64), (*length, *length));
+            assert_eq!(
+                (cmp_data.len() as u64, write_data.len() as u64),
+                (*length, *length)
+            );
             json!({"offset": offset, "length": length})
         }
         Event::AioFlush => json!({}),
@@ -379,7 +407,10 @@ fn check_journal(id: &str, cli_prefix: &str) -> (usize, BTreeSet<&'static str>) 
     let active_set: u64 = rt("active_set", &header["active_set"]);
     let info = json_file(&cli("journal-info.json"));
     assert_eq!(info["splay_width"].as_u64(), Some(splay));
-    assert_eq!(info["order"].as_u64(), Some(rt::<u8>("order", &header["order"]).into()));
+    assert_eq!(
+        info["order"].as_u64(),
+        Some(rt::<u8>("order", &header["order"]).into())
+    );
     assert_eq!(info["object_oid_prefix"], format!("journal_data.1.{id}."));
 
     let mut records = journal_records(id);
@@ -393,13 +424,21 @@ fn check_journal(id: &str, cli_prefix: &str) -> (usize, BTreeSet<&'static str>) 
     let mut next_tid: BTreeMap<u64, u64> = BTreeMap::new();
     for r in &records {
         let n = next_tid.entry(r.entry.tag_tid).or_default();
-        assert_eq!(r.entry.entry_tid, *n, "tag {} not contiguous", r.entry.tag_tid);
+        assert_eq!(
+            r.entry.entry_tid, *n,
+            "tag {} not contiguous",
+            r.entry.tag_tid
+        );
         *n += 1;
     }
     let export = journal_export(&cli("journal-export.txt"), id);
     let verbose = export_verbose(&cli("journal-export-verbose.txt"));
     assert_eq!(records.len(), export.len(), "record count vs export");
-    assert_eq!(records.len(), verbose.len(), "record count vs export --verbose");
+    assert_eq!(
+        records.len(),
+        verbose.len(),
+        "record count vs export --verbose"
+    );
     let mut types = BTreeSet::new();
     for (i, (r, (tag, ty, payload))) in records.iter().zip(&export).enumerate() {
         let at = format!("export entry {}", i + 1);
@@ -413,8 +452,10 @@ fn check_journal(id: &str, cli_prefix: &str) -> (usize, BTreeSet<&'static str>) 
     let client: Client = rt("client_", &header["client_"]);
     for p in &client.commit_position.object_positions {
         assert!(
-            records.iter().any(|r| (r.object_number, r.entry.tag_tid, r.entry.entry_tid)
-                == (p.object_number, p.tag_tid, p.entry_tid)),
+            records
+                .iter()
+                .any(|r| (r.object_number, r.entry.tag_tid, r.entry.entry_tid)
+                    == (p.object_number, p.tag_tid, p.entry_tid)),
             "commit position {p:?} names no record"
         );
     }
@@ -460,8 +501,15 @@ fn check_omap_value(v: &OmapValue, m: &Value) -> &'static str {
             return "mirror_peer";
         } else if let Some(id) = suffix("image_") {
             let i: MirrorImage = rt(what, b);
-            assert_eq!(i.global_image_id, mstr(m, &["image", "global_id"]), "{what}");
-            assert_eq!((i.state, i.mode), (MirrorImageState::Enabled, MirrorImageMode::Journal));
+            assert_eq!(
+                i.global_image_id,
+                mstr(m, &["image", "global_id"]),
+                "{what}"
+            );
+            assert_eq!(
+                (i.state, i.mode),
+                (MirrorImageState::Enabled, MirrorImageMode::Journal)
+            );
             assert_eq!(id, image_id(m, &v.cluster));
             return "mirror_image";
         } else if let Some(gid) = suffix("global_") {
@@ -480,10 +528,16 @@ fn check_omap_value(v: &OmapValue, m: &Value) -> &'static str {
             return "leader_instance";
         } else if key.starts_with("image_map_") {
             let im: MirrorImageMap = rt(what, b);
-            assert_eq!(key, format!("image_map_{}", mstr(m, &["image", "global_id"])));
+            assert_eq!(
+                key,
+                format!("image_map_{}", mstr(m, &["image", "global_id"]))
+            );
             // The daemon instance `rbd mirror image status` names.
             let status = json_file("2-replaying/site-b/cli/mirror-image-status.json");
-            assert_eq!(im.instance_id, status["daemon_service"]["instance_id"], "{what}");
+            assert_eq!(
+                im.instance_id, status["daemon_service"]["instance_id"],
+                "{what}"
+            );
             return "leader_image_map";
         }
     } else if obj == "rbd_directory" {
@@ -509,7 +563,11 @@ fn check_omap_value(v: &OmapValue, m: &Value) -> &'static str {
         }
         if let Some(id) = suffix("client_") {
             let c: Client = rt(what, b);
-            assert_eq!((c.id.as_str(), c.state), (id, ClientState::Connected), "{what}");
+            assert_eq!(
+                (c.id.as_str(), c.state),
+                (id, ClientState::Connected),
+                "{what}"
+            );
             if c.data.is_empty() {
                 // `rbd journal export/inspect` register with zero-length data.
                 assert!(id == "EXPORT" || id == "INSPECT", "{what}");
@@ -530,7 +588,11 @@ fn check_omap_value(v: &OmapValue, m: &Value) -> &'static str {
             assert_eq!(t.tid, hex_tid(tid), "{what}");
             let td: TagData = rt(&format!("{what} TagData"), &t.data);
             // Site-a owns its epochs; the replica's tags are owned by site-a's pool.
-            let owner = if v.cluster == "site-a" { "" } else { mstr(m, &["mirror_uuid", "site-a"]) };
+            let owner = if v.cluster == "site-a" {
+                ""
+            } else {
+                mstr(m, &["mirror_uuid", "site-a"])
+            };
             assert_eq!(td.mirror_uuid, owner, "{what}");
             return "journal_tag";
         }
@@ -585,7 +647,372 @@ fn every_omap_value_round_trips() {
         *tally.entry(check_omap_value(v, &m)).or_default() += 1;
         history += usize::from(v.source == "history");
     }
-    eprintln!("{} omap values ({history} from history): {tally:?}", values.len());
-    assert_eq!(values.len() - history, 190, "MANIFEST lists 190 omap values");
+    eprintln!(
+        "{} omap values ({history} from history): {tally:?}",
+        values.len()
+    );
+    assert_eq!(
+        values.len() - history,
+        190,
+        "MANIFEST lists 190 omap values"
+    );
     assert!(history > 150, "history values: {history}");
+}
+
+#[test]
+fn rbd_mirror_registration_history() {
+    let m = manifest();
+    let key = format!("client_{}", mstr(&m, &["mirror_uuid", "site-b"]));
+    let metas: Vec<_> = omap_values()
+        .into_iter()
+        .filter(|v| v.source == "history" && v.key == key)
+        .map(|v| match rt::<Client>(&key, &v.value).data {
+            d if d.is_empty() => panic!("rbd-mirror registered without data"),
+            d => match rt::<ClientData>(&key, &d) {
+                ClientData::MirrorPeer(p) => p,
+                other => panic!("{other:?}"),
+            },
+        })
+        .collect();
+    assert_eq!(metas.len(), 11);
+    // README: "" REPLAYING → <replica id> SYNCING → + sync point → snap_seqs {4:4, 7:5},
+    // object_number 8191 → sync point gone, sync_object_count 8192, REPLAYING.
+    let first = &metas[0];
+    assert_eq!(
+        (first.image_id.as_str(), first.state),
+        ("", MirrorPeerState::Replaying)
+    );
+    let syncing = metas
+        .iter()
+        .position(|p| p.state == MirrorPeerState::Syncing)
+        .unwrap();
+    assert_eq!(metas[syncing].image_id, image_id(&m, "site-b"));
+    let with_point = metas
+        .iter()
+        .position(|p| !p.sync_points.is_empty())
+        .unwrap();
+    let point = &metas[with_point].sync_points[0];
+    let prefix = format!(".rbd-mirror.{}.", mstr(&m, &["mirror_uuid", "site-b"]));
+    assert!(point.snap_name.starts_with(&prefix), "{point:?}");
+    assert_eq!(point.snap_namespace, SnapshotNamespace::User);
+    assert!(
+        metas
+            .iter()
+            .any(|p| p.snap_seqs == BTreeMap::from([(4, 4), (7, 5)])
+                && p.sync_points.first().and_then(|s| s.object_number) == Some(8191))
+    );
+    let last = metas.last().unwrap();
+    assert!(syncing < with_point && last.sync_points.is_empty());
+    assert_eq!(
+        (last.state, last.sync_object_count),
+        (MirrorPeerState::Replaying, 8192)
+    );
+}
+
+// ---- 2b. omap values vs Ceph's CLI ----------------------------------------------------------
+
+/// The bytes of a `bufferlist::hexdump` as `rbd journal status --format json` prints data.
+fn parse_hexdump(s: &str) -> Vec<u8> {
+    s.lines()
+        .filter_map(|l| l.split_once("  "))
+        .flat_map(|(_, rest)| {
+            let hex = rest.split("  |").next().unwrap();
+            hex.split_whitespace()
+                .map(|h| u8::from_str_radix(h, 16).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn position_json(p: &ObjectPosition) -> Value {
+    json!({"object_number": p.object_number, "tag_tid": p.tag_tid, "entry_tid": p.entry_tid})
+}
+
+#[test]
+fn journal_headers_match_rbd_journal_status() {
+    let m = manifest();
+    let big = mstr(&m, &["big_image", "id_site_a"]);
+    let cases = [
+        (
+            "1-primary",
+            "site-a",
+            image_id(&m, "site-a"),
+            "journal-status.json",
+        ),
+        (
+            "2-replaying",
+            "site-a",
+            image_id(&m, "site-a"),
+            "journal-status.json",
+        ),
+        (
+            "2-replaying",
+            "site-b",
+            image_id(&m, "site-b"),
+            "journal-status.json",
+        ),
+        ("2-replaying", "site-a", big, "big-journal-status.json"),
+    ];
+    for (phase, site, id, file) in cases {
+        let status = json_file(&format!("{phase}/{site}/cli/{file}"));
+        let header = omap(phase, site, &format!("journal.{id}"));
+        for k in ["minimum_set", "active_set"] {
+            assert_eq!(
+                status[k].as_u64(),
+                Some(rt::<u64>(k, &header[k])),
+                "{phase} {site} {k}"
+            );
+        }
+        let ours: Vec<Value> = with_prefix(&header, "client_")
+            .map(|(_, b)| {
+                let c: Client = rt("client", b);
+                let positions: Vec<_> = c
+                    .commit_position
+                    .object_positions
+                    .iter()
+                    .map(position_json)
+                    .collect();
+                assert_eq!(c.state, ClientState::Connected);
+                json!({"id": c.id, "data": c.data.to_vec(),
+                       "commit_position": {"object_positions": positions}, "state": "connected"})
+            })
+            .collect();
+        let mut theirs = status["registered_clients"].as_array().unwrap().clone();
+        for c in &mut theirs {
+            c["data"] = parse_hexdump(c["data"].as_str().unwrap()).into();
+        }
+        assert_eq!(ours, theirs, "{phase} {site} {file}");
+    }
+    // rbd-mirror caught up: its position equals librbd's and the one its status reports.
+    let header = omap(
+        "2-replaying",
+        "site-a",
+        &format!("journal.{}", image_id(&m, "site-a")),
+    );
+    let peer: Client = rt(
+        "peer",
+        &header[&format!("client_{}", mstr(&m, &["mirror_uuid", "site-b"]))],
+    );
+    let image: Client = rt("image", &header["client_"]);
+    assert_eq!(peer.commit_position, image.commit_position);
+    let status = json_file("2-replaying/site-b/cli/mirror-image-status.json");
+    let desc = status["description"].as_str().unwrap();
+    let desc: Value = serde_json::from_str(desc.strip_prefix("replaying, ").unwrap()).unwrap();
+    let newest = position_json(&peer.commit_position.object_positions[0]);
+    assert_eq!(desc["primary_position"], newest);
+    assert_eq!(desc["non_primary_position"], newest);
+}
+
+#[test]
+fn mirroring_values_match_rbd_mirror_cli() {
+    let m = manifest();
+    let gid = mstr(&m, &["image", "global_id"]);
+    let uuid_b = mstr(&m, &["mirror_uuid", "site-b"]);
+    // `rbd mirror pool info`: mode and peers.
+    for (phase, site, peer_uuid) in [
+        ("2-replaying", "site-a", uuid_b),
+        ("2-replaying", "site-b", ""), // no daemon on site-a pings site-b
+        ("1-primary", "site-a", ""),
+        ("1-primary", "site-b", ""),
+    ] {
+        let info = json_file(&format!("{phase}/{site}/cli/mirror-pool-info.json"));
+        let om = omap(phase, site, "rbd_mirroring");
+        assert_eq!(info["mode"], "image");
+        assert_eq!(
+            rt::<MirrorMode>("mode", &om["mirror_mode"]),
+            MirrorMode::Image
+        );
+        let peers: Vec<Value> = with_prefix(&om, "mirror_peer_")
+            .map(|(_, b)| {
+                let p: MirrorPeer = rt("peer", b);
+                assert_eq!(p.mirror_uuid, peer_uuid, "{phase} {site}");
+                json!({"uuid": p.uuid, "direction": "rx-tx", "site_name": p.site_name,
+                       "mirror_uuid": p.mirror_uuid, "client_name": p.client_name})
+            })
+            .collect();
+        assert_eq!(Value::from(peers), info["peers"], "{phase} {site}");
+    }
+    // `rbd mirror image status`: site-b's local status, and site-a's copy of it.
+    let sb = json_file("2-replaying/site-b/cli/mirror-image-status.json");
+    let sa = json_file("2-replaying/site-a/cli/mirror-image-status.json");
+    let ob = omap("2-replaying", "site-b", "rbd_mirroring");
+    let oa = omap("2-replaying", "site-a", "rbd_mirroring");
+    let local: MirrorImageSiteStatusOnDisk = rt("local", &ob[&format!("status_global_{gid}")]);
+    let remote: MirrorImageSiteStatusOnDisk = rt(
+        "remote",
+        &oa[&format!("remote_status_global_{gid}_{uuid_b}")],
+    );
+    let peer = &sa["peer_sites"][0];
+    assert_eq!(peer["mirror_uuids"], uuid_b);
+    for (s, cli) in [(&local.status, &sb), (&remote.status, peer)] {
+        assert_eq!(s.state, MirrorImageStatusState::Replaying);
+        assert_eq!(cli["state"], "up+replaying");
+        assert_eq!(cli["description"], s.description.as_str());
+        assert_eq!(cli["last_update"], ymd_hms(s.last_update).as_str());
+    }
+    assert_eq!(sb["global_id"], gid);
+    // Phase 1: no daemon ran, so no status at all.
+    let st = json_file("1-primary/site-a/cli/mirror-image-status.json");
+    assert_eq!(st["description"], "status not found");
+    let o1 = omap("1-primary", "site-a", "rbd_mirroring");
+    assert!(o1.keys().all(|k| !k.contains("status_global_")));
+}
+
+const FEATURE_NAMES: [&str; 12] = [
+    "layering",
+    "striping",
+    "exclusive-lock",
+    "object-map",
+    "fast-diff",
+    "deep-flatten",
+    "journaling",
+    "data-pool",
+    "operations",
+    "migrating",
+    "non-primary",
+    "dirty-cache",
+];
+
+#[test]
+fn image_headers_match_rbd_info_snap_ls_and_meta() {
+    let m = manifest();
+    let gid = mstr(&m, &["image", "global_id"]);
+    let big = mstr(&m, &["big_image", "id_site_a"]);
+    let cases = [
+        ("1-primary", "site-a", image_id(&m, "site-a"), "info.json"),
+        ("2-replaying", "site-a", image_id(&m, "site-a"), "info.json"),
+        ("2-replaying", "site-b", image_id(&m, "site-b"), "info.json"),
+        ("2-replaying", "site-a", big, "big-info.json"),
+    ];
+    for (phase, site, id, file) in cases {
+        let at = format!("{phase} {site} {file}");
+        let info = json_file(&format!("{phase}/{site}/cli/{file}"));
+        let h = omap(phase, site, &format!("rbd_header.{id}"));
+        assert_eq!(info["id"], id);
+        assert_eq!(
+            info["size"].as_u64(),
+            Some(rt::<u64>("size", &h["size"])),
+            "{at}"
+        );
+        assert_eq!(
+            info["order"].as_u64(),
+            Some(rt::<u8>("order", &h["order"]).into()),
+            "{at}"
+        );
+        let prefix: String = rt("object_prefix", &h["object_prefix"]);
+        assert_eq!(info["block_name_prefix"], prefix, "{at}");
+        let features: u64 = rt("features", &h["features"]);
+        let names: Vec<&str> = (0..12)
+            .filter(|b| features & (1 << b) != 0)
+            .map(|b| FEATURE_NAMES[b])
+            .collect();
+        assert_eq!(info["features"], json!(names), "{at}");
+        assert_eq!(h.get("flags").map_or(0, |b| rt::<u64>("flags", b)), 0);
+        assert_eq!(info["flags"], json!([]));
+        for k in ["create_timestamp", "access_timestamp", "modify_timestamp"] {
+            assert_eq!(info[k], ctime(rt::<UTime>(k, &h[k])), "{at} {k}");
+        }
+        let snaps: Vec<SnapshotRecord> = with_prefix(&h, "snapshot_")
+            .map(|(_, b)| rt("snapshot", b))
+            .collect();
+        assert_eq!(
+            info["snapshot_count"].as_u64(),
+            Some(snaps.len() as u64),
+            "{at}"
+        );
+        let mirroring = &info["mirroring"];
+        if id == big {
+            assert_eq!(mirroring["state"], "disabled");
+            continue;
+        }
+        assert_eq!(
+            (&mirroring["mode"], &mirroring["state"]),
+            (&json!("journal"), &json!("enabled"))
+        );
+        let mi: MirrorImage = rt(
+            "image",
+            &omap(phase, site, "rbd_mirroring")[&format!("image_{id}")],
+        );
+        assert_eq!(mirroring["global_id"], mi.global_image_id.as_str());
+        assert_eq!(mi.global_image_id, gid);
+        // Primary ⇔ the newest tag is owned locally ("").
+        let j = omap(phase, site, &format!("journal.{id}"));
+        let newest = with_prefix(&j, "tag_")
+            .last()
+            .map(|(_, b)| rt::<Tag>("tag", b))
+            .unwrap();
+        let owner = rt::<TagData>("tag data", &newest.data).mirror_uuid;
+        assert_eq!(mirroring["primary"], json!(owner.is_empty()), "{at}");
+        if phase == "1-primary" {
+            continue;
+        }
+        // `rbd snap ls --all`.
+        let ls = json_file(&format!("{phase}/{site}/cli/snap-ls-all.json"));
+        let ours: Vec<Value> = snaps
+            .iter()
+            .map(|s| {
+                assert_eq!(s.snapshot_namespace, SnapshotNamespace::User);
+                let protected = s.protection_status == ProtectionStatus::Protected;
+                json!({"id": s.id, "name": s.name, "size": s.image_size,
+                       "protected": protected.to_string(), "timestamp": ctime(s.timestamp),
+                       "namespace": {"type": "user"}})
+            })
+            .collect();
+        assert_eq!(Value::from(ours), ls, "{at} snap ls");
+        // `rbd image-meta list`.
+        let meta = json_file(&format!("{phase}/{site}/cli/image-meta-list.json"));
+        let ours: serde_json::Map<String, Value> = with_prefix(&h, "metadata_")
+            .map(|(k, b)| (k.to_string(), std::str::from_utf8(b).unwrap().into()))
+            .collect();
+        assert_eq!(Value::from(ours), meta, "{at} image-meta");
+    }
+}
+
+// ---- 3. watch/notify payloads ----------------------------------------------------------
+
+#[test]
+fn notify_payloads_decode_and_round_trip() {
+    let m = manifest();
+    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+    for f in [
+        "site-a.gold",
+        "site-a.rbd_mirroring",
+        "site-b.gold",
+        "site-b.rbd_mirroring",
+    ] {
+        let site = &f[..6];
+        for line in text(&format!("notify/{f}.jsonl")).lines() {
+            let n: Value = serde_json::from_str(line).unwrap();
+            let obj = n["object"].as_str().unwrap();
+            let payload = unhex(n["payload_hex"].as_str().unwrap());
+            assert_eq!(payload.len() as u64, n["bytes"].as_u64().unwrap());
+            let kind = if obj == "rbd_mirroring" {
+                match rt::<MirroringNotify>(obj, &payload) {
+                    MirroringNotify::ImageUpdated {
+                        state,
+                        image_id: id,
+                        global_image_id,
+                    } => {
+                        assert_eq!(state, MirrorImageState::Enabled);
+                        assert_eq!(id, image_id(&m, site));
+                        assert_eq!(global_image_id, mstr(&m, &["image", "global_id"]));
+                        "mirroring ImageUpdated".to_string()
+                    }
+                    other => panic!("{other:?}"),
+                }
+            } else if obj.starts_with("journal.") {
+                assert!(payload.is_empty(), "journal header notify with payload");
+                "journal (empty)".to_string()
+            } else {
+                assert_eq!(obj, format!("rbd_header.{}", image_id(&m, site)));
+                assert!(!payload.is_empty());
+                let h: HeaderNotify = rt(obj, &payload);
+                assert!(!matches!(h, HeaderNotify::Unknown { .. }), "{h:?}");
+                format!("header op {}", h.notify_op())
+            };
+            *tally.entry(kind).or_default() += 1;
+        }
+    }
+    eprintln!("notifies: {tally:?}");
+    assert_eq!(tally.values().sum::<usize>(), 154 + 1 + 45 + 1);
 }
