@@ -439,6 +439,19 @@ fn check_journal(id: &str, cli_prefix: &str) -> (usize, BTreeSet<&'static str>) 
         verbose.len(),
         "record count vs export --verbose"
     );
+    // `rbd journal inspect --verbose` walks the same entries, in the same order.
+    let inspect: Vec<u64> = text(&cli("journal-inspect-verbose.txt"))
+        .lines()
+        .filter_map(|l| l.strip_prefix("Entry: tag_id="))
+        .enumerate()
+        .map(|(i, l)| {
+            let (tag, commit) = l.split_once(", commit_tid=").unwrap();
+            assert_eq!(commit.parse::<usize>().unwrap(), i + 1);
+            tag.parse().unwrap()
+        })
+        .collect();
+    let tags: Vec<u64> = records.iter().map(|r| r.entry.tag_tid).collect();
+    assert_eq!(tags, inspect, "inspect");
     let mut types = BTreeSet::new();
     for (i, (r, (tag, ty, payload))) in records.iter().zip(&export).enumerate() {
         let at = format!("export entry {}", i + 1);
@@ -889,6 +902,15 @@ fn image_headers_match_rbd_info_snap_ls_and_meta() {
         let info = json_file(&format!("{phase}/{site}/cli/{file}"));
         let h = omap(phase, site, &format!("rbd_header.{id}"));
         assert_eq!(info["id"], id);
+        // `rbd_id.<name>` (data) and `rbd_directory` (primary only) lead from name to id.
+        let name = info["name"].as_str().unwrap();
+        if phase == "2-replaying" {
+            let rbd_id = hex_file(&format!("{phase}/{site}/objects/rbd_id.{name}.hex"));
+            assert_eq!(rt::<String>("rbd_id", &rbd_id), id, "{at}");
+            let dir = omap(phase, site, "rbd_directory");
+            assert_eq!(rt::<String>("name_", &dir[&format!("name_{name}")]), id);
+            assert_eq!(rt::<String>("id_", &dir[&format!("id_{id}")]), name);
+        }
         assert_eq!(
             info["size"].as_u64(),
             Some(rt::<u64>("size", &h["size"])),
