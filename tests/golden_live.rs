@@ -48,7 +48,7 @@ fn json_file(rel: &str) -> Value {
 
 fn unhex(s: &str) -> Bytes {
     let s = s.trim();
-    assert!(s.len() % 2 == 0, "odd hex length");
+    assert!(s.len().is_multiple_of(2), "odd hex length");
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
@@ -609,7 +609,7 @@ fn check_omap_value(v: &OmapValue, m: &Value) -> &'static str {
             assert_eq!(td.mirror_uuid, owner, "{what}");
             return "journal_tag";
         }
-    } else if obj.starts_with("rbd_header.") {
+    } else if let Some(image) = obj.strip_prefix("rbd_header.") {
         match key {
             "size" | "features" | "snap_seq" | "flags" | "op_features" | "snap_limit" => {
                 rt::<u64>(what, b);
@@ -621,7 +621,7 @@ fn check_omap_value(v: &OmapValue, m: &Value) -> &'static str {
             }
             "object_prefix" => {
                 let p: String = rt(what, b);
-                assert_eq!(p, format!("rbd_data.{}", &obj["rbd_header.".len()..]));
+                assert_eq!(p, format!("rbd_data.{image}"));
                 return "header_object_prefix";
             }
             "create_timestamp" | "access_timestamp" | "modify_timestamp" => {
