@@ -6,6 +6,9 @@
 //! clients with commit positions, tags) and data objects
 //! `journal_data.<pool>.<id>.<n>` holding framed entries; see `format::journal`/`entry`.
 
+pub mod player;
+pub mod position;
+pub mod reader;
 pub mod writer;
 
 use crate::cls::ClsError;
@@ -18,6 +21,11 @@ pub enum JournalError {
     Cls(#[from] ClsError),
     #[error("{object}: {source}")]
     Decode { object: String, source: DecodeError },
+    #[error("journal {journal}: {source}")]
+    Play {
+        journal: String,
+        source: player::PlayError,
+    },
     #[error("{object}: an entry of {len} bytes cannot fit objects of {max} bytes")]
     EntryTooLarge {
         object: String,
@@ -43,6 +51,11 @@ impl JournalError {
             JournalError::Cls(e) => e.code(),
             JournalError::Decode { source, .. } => source.code(),
             JournalError::EntryTooLarge { .. } => "entry_too_large",
+            JournalError::Play {
+                source: player::PlayError::Decode { source, .. },
+                ..
+            } => source.code(),
+            JournalError::Play { .. } => "gap",
         }
     }
 }

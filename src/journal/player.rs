@@ -36,9 +36,20 @@ pub enum Next {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlayError {
     #[error("object {object_number} at offset {offset}: {source}")]
-    Decode { object_number: u64, offset: u64, source: DecodeError },
-    #[error("missing journal entry: expected tag {tag_tid} entry {entry_tid}, found entry {found} in object {object_number}")]
-    Gap { tag_tid: u64, entry_tid: u64, found: u64, object_number: u64 },
+    Decode {
+        object_number: u64,
+        offset: u64,
+        source: DecodeError,
+    },
+    #[error(
+        "missing journal entry: expected tag {tag_tid} entry {entry_tid}, found entry {found} in object {object_number}"
+    )]
+    Gap {
+        tag_tid: u64,
+        entry_tid: u64,
+        found: u64,
+        object_number: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -73,16 +84,33 @@ impl Player {
         let w = geometry.splay_width();
         let cursors = (0..w)
             .map(|k| {
-                let at = committed.object_positions.iter().find(|p| geometry.splay_offset(p.object_number) == k);
-                let object_number = at.map(|p| p.object_number).or_else(|| geometry.object_number(minimum_set, k));
-                Cursor { object_number: object_number.unwrap_or(u64::MAX), scanned: 0, pending: VecDeque::new(), fresh: false }
+                let at = committed
+                    .object_positions
+                    .iter()
+                    .find(|p| geometry.splay_offset(p.object_number) == k);
+                let object_number = at
+                    .map(|p| p.object_number)
+                    .or_else(|| geometry.object_number(minimum_set, k));
+                Cursor {
+                    object_number: object_number.unwrap_or(u64::MAX),
+                    scanned: 0,
+                    pending: VecDeque::new(),
+                    fresh: false,
+                }
             })
             .collect();
         let expect = match committed.object_positions.first() {
-            Some(p) => Expect::Next { tag: p.tag_tid, entry: p.entry_tid + 1 },
+            Some(p) => Expect::Next {
+                tag: p.tag_tid,
+                entry: p.entry_tid + 1,
+            },
             None => Expect::FirstOf { after: None },
         };
-        Player { geometry, cursors, expect }
+        Player {
+            geometry,
+            cursors,
+            expect,
+        }
     }
 
     /// The journal may have changed: every cursor is read again from where it stopped.
@@ -95,7 +123,11 @@ impl Player {
     /// Hands over the bytes of a cursor's object read from `from` (empty: the object does not
     /// exist, or has nothing new). Complete entries are queued; a truncated tail waits.
     pub fn feed(&mut self, object_number: u64, from: u64, bytes: Bytes) -> Result<(), PlayError> {
-        let Some(c) = self.cursors.iter_mut().find(|c| c.object_number == object_number) else {
+        let Some(c) = self
+            .cursors
+            .iter_mut()
+            .find(|c| c.object_number == object_number)
+        else {
             return Ok(()); // the cursor moved on meanwhile
         };
         c.fresh = true;
@@ -104,7 +136,11 @@ impl Player {
         }
         let mut scanner = EntryScanner::new(bytes);
         for item in scanner.by_ref() {
-            let scanned = item.map_err(|source| PlayError::Decode { object_number, offset: from, source })?;
+            let scanned = item.map_err(|source| PlayError::Decode {
+                object_number,
+                offset: from,
+                source,
+            })?;
             c.pending.push_back(scanned.entry);
         }
         c.scanned += scanner.tail_offset() as u64;
@@ -115,14 +151,18 @@ impl Player {
     pub fn next(&mut self, active_set: u64) -> Result<Next, PlayError> {
         loop {
             let (k, tag_floor) = match self.expect {
-                Expect::Next { tag, entry } => (self.geometry.splay_offset(entry), Some((tag, entry))),
+                Expect::Next { tag, entry } => {
+                    (self.geometry.splay_offset(entry), Some((tag, entry)))
+                }
                 Expect::FirstOf { .. } => (0, None),
             };
             let c = &mut self.cursors[usize::from(k)];
             // Drop what is already played or belongs to a finished tag.
             while let Some(front) = c.pending.front() {
                 let stale = match self.expect {
-                    Expect::Next { tag, entry } => front.tag_tid < tag || (front.tag_tid == tag && front.entry_tid < entry),
+                    Expect::Next { tag, entry } => {
+                        front.tag_tid < tag || (front.tag_tid == tag && front.entry_tid < entry)
+                    }
                     Expect::FirstOf { after } => after.is_some_and(|a| front.tag_tid <= a),
                 };
                 if !stale {
@@ -131,11 +171,20 @@ impl Player {
                 c.pending.pop_front();
             }
             if let Some(front) = c.pending.front() {
-                let position = |e: &Entry| ObjectPosition { object_number: c.object_number, tag_tid: e.tag_tid, entry_tid: e.entry_tid };
+                let position = |e: &Entry| ObjectPosition {
+                    object_number: c.object_number,
+                    tag_tid: e.tag_tid,
+                    entry_tid: e.entry_tid,
+                };
                 match (self.expect, tag_floor) {
-                    (Expect::Next { tag, entry }, _) if front.tag_tid == tag && front.entry_tid == entry => {
+                    (Expect::Next { tag, entry }, _)
+                        if front.tag_tid == tag && front.entry_tid == entry =>
+                    {
                         let e = c.pending.pop_front().expect("front exists");
-                        self.expect = Expect::Next { tag, entry: entry + 1 };
+                        self.expect = Expect::Next {
+                            tag,
+                            entry: entry + 1,
+                        };
                         let p = position(&e);
                         return Ok(Next::Entry(e, p));
                     }
@@ -146,7 +195,10 @@ impl Player {
                     }
                     (Expect::FirstOf { .. }, _) if front.entry_tid == 0 => {
                         let e = c.pending.pop_front().expect("front exists");
-                        self.expect = Expect::Next { tag: e.tag_tid, entry: 1 };
+                        self.expect = Expect::Next {
+                            tag: e.tag_tid,
+                            entry: 1,
+                        };
                         let p = position(&e);
                         return Ok(Next::Entry(e, p));
                     }
@@ -156,19 +208,31 @@ impl Player {
                             Expect::FirstOf { .. } => (front.tag_tid, 0),
                         };
                         let (found, object_number) = (front.entry_tid, c.object_number);
-                        return Err(PlayError::Gap { tag_tid, entry_tid, found, object_number });
+                        return Err(PlayError::Gap {
+                            tag_tid,
+                            entry_tid,
+                            found,
+                            object_number,
+                        });
                     }
                 }
             }
             // The expected offset has nothing queued: read, move on, or wait.
             if !c.fresh {
-                return Ok(Next::Fetch { object_number: c.object_number, from: c.scanned });
+                return Ok(Next::Fetch {
+                    object_number: c.object_number,
+                    from: c.scanned,
+                });
             }
             if let Some(step) = self.advance_used_up(active_set) {
                 return Ok(step);
             }
             if let Expect::Next { tag, .. } = self.expect {
-                if self.cursors.iter().any(|c| c.pending.iter().any(|e| e.tag_tid > tag)) {
+                if self
+                    .cursors
+                    .iter()
+                    .any(|c| c.pending.iter().any(|e| e.tag_tid > tag))
+                {
                     self.expect = Expect::FirstOf { after: Some(tag) };
                     continue;
                 }
@@ -188,7 +252,10 @@ impl Player {
                 c.fresh = false;
             }
             if !c.fresh {
-                return Some(Next::Fetch { object_number: c.object_number, from: c.scanned });
+                return Some(Next::Fetch {
+                    object_number: c.object_number,
+                    from: c.scanned,
+                });
             }
         }
         None
