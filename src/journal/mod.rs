@@ -6,6 +6,7 @@
 //! clients with commit positions, tags) and data objects
 //! `journal_data.<pool>.<id>.<n>` holding framed entries; see `format::journal`/`entry`.
 
+pub mod follower;
 pub mod player;
 pub mod position;
 pub mod reader;
@@ -21,6 +22,8 @@ pub enum JournalError {
     Cls(#[from] ClsError),
     #[error("{object}: {source}")]
     Decode { object: String, source: DecodeError },
+    #[error("journal {journal}: our client {client} was disconnected by the primary")]
+    Disconnected { journal: String, client: String },
     #[error("journal {journal}: {source}")]
     Play {
         journal: String,
@@ -56,6 +59,7 @@ impl JournalError {
                 ..
             } => source.code(),
             JournalError::Play { .. } => "gap",
+            JournalError::Disconnected { .. } => "disconnected",
         }
     }
 }
