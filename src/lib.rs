@@ -1,10 +1,14 @@
 //! rbd-relay: an event-driven replacement for Ceph's `rbd-mirror` (journal mode).
 //!
 //! Crate map (dependencies point one way: mirror → journal, rbd → cls → rados → format):
+//! - [`backoff`]: retry delays with jitter.
 //! - [`cls`]: typed calls to Ceph's object classes (cls_rbd, cls_journal, cls_lock).
 //! - [`format`]: Ceph's binary encodings and the types we read and write; pure.
+//! - [`journal`]: RBD journals at the RADOS level (writer; the follower comes next).
 //! - [`rados`]: the storage seam (async traits) with the `librados` and `memory` backends.
 
+pub mod backoff;
 pub mod cls;
 pub mod format;
+pub mod journal;
 pub mod rados;

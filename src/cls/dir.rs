@@ -6,14 +6,12 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::{ClsResult, enc, read, write};
-use crate::format::codec::ListInput;
+use super::{ClsResult, enc, list_map, read, write};
 use crate::format::image::{DirImageInput, DirRenameInput, oids};
 use crate::rados::{IoCtx, WriteOp};
 
 const CLASS: &str = "rbd";
 const DIR: &str = oids::DIRECTORY;
-const LIST_PAGE: u64 = 1024;
 
 /// Adds `name → id` (creates the directory if needed); `EEXIST` on a duplicate name or id.
 pub async fn add_image<I: IoCtx>(io: &I, name: &str, id: &str) -> ClsResult<()> {
@@ -64,20 +62,7 @@ pub async fn get_name<I: IoCtx>(io: &I, id: &str) -> ClsResult<String> {
 
 /// Every image of the pool: name → id.
 pub async fn list<I: IoCtx>(io: &I) -> ClsResult<BTreeMap<String, String>> {
-    let mut all = BTreeMap::new();
-    loop {
-        let start_after = all.keys().next_back().cloned().unwrap_or_default();
-        let input = ListInput {
-            start_after,
-            max_return: LIST_PAGE,
-        };
-        let page: BTreeMap<String, String> = read(io, DIR, CLASS, "dir_list", enc(&input)).await?;
-        let full = page.len() as u64 >= LIST_PAGE;
-        all.extend(page);
-        if !full {
-            return Ok(all);
-        }
-    }
+    list_map(io, DIR, CLASS, "dir_list").await
 }
 
 /// Creates `rbd_id.<name>` holding `id`, exclusively (`EEXIST` if the name is taken).

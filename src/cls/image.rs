@@ -9,8 +9,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::{ClsResult, enc, read, write};
-use crate::format::codec::ListInput;
+use super::{ClsResult, enc, list_map, read, write};
 use crate::format::image::{
     CreateInput, GetFeaturesInput, GetFeaturesOutput, GetSizeOutput, ProtectionStatus,
     SetFeaturesInput, SetFlagsInput, SetProtectionStatusInput, SnapContext, SnapshotAddInput,
@@ -21,7 +20,6 @@ use crate::format::object_map::ObjectMap;
 use crate::rados::{Errno, IoCtx, SnapId, WriteOp};
 
 const CLASS: &str = "rbd";
-const METADATA_PAGE: u64 = 1024;
 
 /// Creates the header exclusively (`EEXIST` if it exists) with its size, order, features and
 /// data object prefix; `data_pool_id` -1 keeps data in the header's pool.
@@ -215,21 +213,7 @@ pub async fn metadata_remove<I: IoCtx>(io: &I, oid: &str, key: &str) -> ClsResul
 
 /// Every metadata key of the image with its raw value.
 pub async fn metadata_list<I: IoCtx>(io: &I, oid: &str) -> ClsResult<BTreeMap<String, Bytes>> {
-    let mut all = BTreeMap::new();
-    loop {
-        let start_after = all.keys().next_back().cloned().unwrap_or_default();
-        let input = ListInput {
-            start_after,
-            max_return: METADATA_PAGE,
-        };
-        let page: BTreeMap<String, Bytes> =
-            read(io, oid, CLASS, "metadata_list", enc(&input)).await?;
-        let full = page.len() as u64 >= METADATA_PAGE;
-        all.extend(page);
-        if !full {
-            return Ok(all);
-        }
-    }
+    list_map(io, oid, CLASS, "metadata_list").await
 }
 
 /// Striping of a STRIPINGV2 image; `None` for the default layout (Ceph answers `ENOEXEC`).

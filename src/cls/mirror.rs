@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::{ClsResult, enc, read, write};
+use super::{ClsResult, LIST_PAGE, enc, list_map, read, write};
 use crate::format::codec::ListInput;
 use crate::format::entity::EntityInst;
 use crate::format::mirror::{
@@ -21,8 +21,6 @@ use crate::rados::IoCtx;
 
 const CLASS: &str = "rbd";
 const OID: &str = MIRRORING_OBJECT;
-/// Page size for image listings, as `rbd` uses.
-const LIST_PAGE: u64 = 1024;
 
 /// The pool's mirror uuid (its identity as a mirroring site); `ENOENT` if never set.
 pub async fn uuid_get<I: IoCtx>(io: &I) -> ClsResult<String> {
@@ -100,21 +98,7 @@ pub async fn peer_ping<I: IoCtx>(io: &I, site_name: &str, mirror_uuid: &str) -> 
 
 /// Every mirrored image of the pool: local image id → global image id.
 pub async fn image_list<I: IoCtx>(io: &I) -> ClsResult<BTreeMap<String, String>> {
-    let mut all = BTreeMap::new();
-    loop {
-        let start_after = all.keys().next_back().cloned().unwrap_or_default();
-        let input = ListInput {
-            start_after,
-            max_return: LIST_PAGE,
-        };
-        let page: BTreeMap<String, String> =
-            read(io, OID, CLASS, "mirror_image_list", enc(&input)).await?;
-        let full = page.len() as u64 >= LIST_PAGE;
-        all.extend(page);
-        if !full {
-            return Ok(all);
-        }
-    }
+    list_map(io, OID, CLASS, "mirror_image_list").await
 }
 
 /// The local image id of a global image id; `ENOENT` if not mirrored here.

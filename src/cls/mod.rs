@@ -14,8 +14,11 @@ pub mod journal;
 pub mod lock;
 pub mod mirror;
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 
+use crate::format::codec::ListInput;
 use crate::format::{Decode, DecodeError, Encode};
 use crate::rados::{Errno, IoCtx, RadosError, RadosOp, ReadReply, ReadResult};
 
@@ -111,6 +114,33 @@ fn outputs<const N: usize>(
             Errno::EIO,
         ))
     })
+}
+
+/// Entries per call of a paged listing method, as `rbd` uses.
+pub(super) const LIST_PAGE: u64 = 1024;
+
+/// Every entry of a listing method that returns `map<string, V>` pages: asks again after the
+/// last key while pages come back full.
+async fn list_map<I: IoCtx, V: Decode>(
+    io: &I,
+    oid: &str,
+    class: &'static str,
+    method: &'static str,
+) -> ClsResult<BTreeMap<String, V>> {
+    let mut all = BTreeMap::new();
+    loop {
+        let start_after = all.keys().next_back().cloned().unwrap_or_default();
+        let input = ListInput {
+            start_after,
+            max_return: LIST_PAGE,
+        };
+        let page: BTreeMap<String, V> = read(io, oid, class, method, enc(&input)).await?;
+        let full = page.len() as u64 >= LIST_PAGE;
+        all.extend(page);
+        if !full {
+            return Ok(all);
+        }
+    }
 }
 
 /// Runs a method with write rights.

@@ -112,6 +112,7 @@ pub enum RadosOp {
     SnapRollback,
     List,
     ConfigKey,
+    Blocklist,
 }
 
 impl RadosOp {
@@ -133,6 +134,7 @@ impl RadosOp {
             RadosOp::SnapRollback => "snap_rollback",
             RadosOp::List => "list",
             RadosOp::ConfigKey => "config_key",
+            RadosOp::Blocklist => "blocklist",
         }
     }
 }

@@ -185,6 +185,13 @@ impl<R: Rados> Rados for FaultyRados<R> {
     fn instance_id(&self) -> u64 {
         self.inner.instance_id()
     }
+    fn client_addr(&self) -> String {
+        self.inner.client_addr()
+    }
+    async fn blocklist_add(&self, addr: &str, expire: Duration) -> RadosResult<()> {
+        self.faults.check(RadosOp::Blocklist, addr)?;
+        self.inner.blocklist_add(addr, expire).await
+    }
     async fn config_key_get(&self, key: &str) -> RadosResult<Bytes> {
         self.faults.check(RadosOp::ConfigKey, key)?;
         self.inner.config_key_get(key).await

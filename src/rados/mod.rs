@@ -46,6 +46,11 @@ pub trait Rados: Clone + Send + Sync + 'static {
     fn fsid(&self) -> String;
     /// This client's global id (`client.<id>`), as watchers and notifiers see it.
     fn instance_id(&self) -> u64;
+    /// This client's messenger address (`127.0.0.1:0/3546`), as lock holders and status
+    /// origins record it and as `ceph osd blocklist` takes it.
+    fn client_addr(&self) -> String;
+    /// Blocklists a client address for `expire` (fencing: its ops fail, its watches break).
+    async fn blocklist_add(&self, addr: &str, expire: Duration) -> RadosResult<()>;
     /// A value of the monitors' config-key store (`ENOENT` when absent); peers' mon hosts
     /// and keys are kept there by `rbd mirror pool peer add`.
     async fn config_key_get(&self, key: &str) -> RadosResult<Bytes>;

@@ -4,13 +4,14 @@
 //! Without a reachable lab the librados cases FAIL, unless `RBD_RELAY_SKIP_CEPH=1` (they
 //! then print a loud SKIPPED line). The expectations are what Ceph 16.2.15 does, measured;
 //! the memory backend must match.
-//!
-//! Most cases take one client and its `rbd` pool (`case<R: Rados>(c, io)`); the few that
-//! need a second client or a blocklisted one also take the [`harness::Lab`].
 
 mod cls;
+mod cls_journal;
+mod cls_lock;
 mod data;
+#[path = "../support/mod.rs"]
 mod harness;
+mod librados_only;
 mod omap;
 mod snaps;
 mod watch;
@@ -18,23 +19,13 @@ mod watch_faults;
 
 /// Instantiates each case once per backend, as `memory::<case>` and `librados::<case>`.
 macro_rules! conformance {
-    (
-        client: [$($module:ident :: $case:ident),* $(,)?],
-        lab: [$($lmodule:ident :: $lcase:ident),* $(,)?] $(,)?
-    ) => {
+    ($($module:ident :: $case:ident),* $(,)?) => {
         mod memory {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    let (_lab, c, io) = crate::harness::memory().await;
+                    let (c, io) = crate::harness::memory().await;
                     crate::$module::$case(&c, &io).await;
-                }
-            )*
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $lcase() {
-                    let (lab, c, io) = crate::harness::memory().await;
-                    crate::$lmodule::$lcase(&lab, &c, &io).await;
                 }
             )*
         }
@@ -42,17 +33,8 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    let Some((_lab, c, io)) = crate::harness::librados(stringify!($case)).await
-                    else { return };
+                    let Some((c, io)) = crate::harness::librados(stringify!($case)).await else { return };
                     crate::$module::$case(&c, &io).await;
-                }
-            )*
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $lcase() {
-                    let Some((lab, c, io)) = crate::harness::librados(stringify!($lcase)).await
-                    else { return };
-                    crate::$lmodule::$lcase(&lab, &c, &io).await;
                 }
             )*
         }
@@ -60,30 +42,60 @@ macro_rules! conformance {
 }
 
 conformance!(
-    client: [
-        data::cluster_and_pools,
-        data::data_ops_and_versions,
-        data::zero_and_truncate,
-        data::versions_move_on_modification,
-        data::missing_objects,
-        omap::omap_paging,
-        omap::omap_cmp_cancels,
-        omap::xattrs,
-        omap::racing_ops,
-        cls::cls_exec,
-        watch::notify_and_ack,
-        watch::notify_timeout,
-        watch::lagging_consumer,
-        watch::unwatch_and_missing,
-        watch::dropped_stream_is_acked,
-        snaps::snapshot_clones,
-        snaps::snapshot_edges,
-        snaps::namespaces,
-    ],
-    lab: [
-        watch_faults::cross_client_notify,
-        watch_faults::unwatch_during_notify,
-        watch_faults::blocklisted_watcher,
-        watch_faults::remove_watched_object,
-    ],
+    data::cluster_and_pools,
+    data::data_ops_and_versions,
+    data::zero_and_truncate,
+    data::versions_move_on_modification,
+    data::missing_objects,
+    omap::omap_paging,
+    omap::omap_cmp_cancels,
+    omap::xattrs,
+    omap::racing_ops,
+    cls::cls_exec,
+    cls_journal::journal_header,
+    cls_journal::journal_clients,
+    cls_journal::journal_tags,
+    cls_journal::journal_append,
+    watch::notify_and_ack,
+    watch::notify_timeout,
+    watch::lagging_consumer,
+    watch::unwatch_and_missing,
+    watch::dropped_stream_is_acked,
+    snaps::snapshot_clones,
+    snaps::snapshot_edges,
+    snaps::namespaces,
+);
+
+/// Instantiates cases that need two clients of one cluster, for both backends.
+macro_rules! conformance_two_clients {
+    ($($module:ident :: $case:ident),* $(,)?) => {
+        mod memory_two_clients {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let ((c1, io1), (c2, io2)) = crate::harness::memory_pair().await;
+                    crate::$module::$case(&c1, &io1, &c2, &io2).await;
+                }
+            )*
+        }
+        mod librados_two_clients {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some((c1, io1)) = crate::harness::librados(stringify!($case)).await else { return };
+                    let Some((c2, io2)) = crate::harness::librados(stringify!($case)).await else { return };
+                    crate::$module::$case(&c1, &io1, &c2, &io2).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance_two_clients!(
+    cls_lock::exclusive_lock,
+    cls_lock::shared_lock,
+    watch_faults::cross_client_notify,
+    watch_faults::unwatch_during_notify,
+    watch_faults::blocklisted_watcher,
+    watch_faults::remove_watched_object,
 );

@@ -60,6 +60,12 @@ pub async fn omap_paging<R: Rados>(_c: &R, io: &R::IoCtx) {
     io.omap_rm_keys(&oid, &["k"]).await.unwrap();
     io.omap_rm_keys(&oid, &["k0", "absent"]).await.unwrap();
     assert_eq!(io.omap_get_all(&oid, "k").await.unwrap().len(), 9);
+    // A key equal to the prefix is part of the listing (librbd's journal client is `client_`).
+    io.omap_set(&oid, BTreeMap::from([("k".to_string(), Bytes::new())]))
+        .await
+        .unwrap();
+    let (page, _) = io.omap_get_vals(&oid, "", "k", 1).await.unwrap();
+    assert_eq!(page.keys().next().map(String::as_str), Some("k"));
     io.operate_write(&oid, WriteOp::new().omap_clear())
         .await
         .unwrap();

@@ -118,6 +118,7 @@ unsafe extern "C" {
         metadata_dict: *const c_char,
     ) -> c_int;
     fn rados_service_update_status(cluster: rados_t, status_dict: *const c_char) -> c_int;
+    fn rados_getaddrs(cluster: rados_t, addrs: *mut *mut c_char) -> c_int;
 }
 
 mod ops;
@@ -194,6 +195,23 @@ impl Cluster {
             .map_err(|_| Errno::EIO)?
             .to_string_lossy()
             .into_owned())
+    }
+
+    /// This client's messenger address(es), as librados prints them.
+    pub(super) fn addrs(&self) -> Result<String, Errno> {
+        let mut out: *mut c_char = ptr::null_mut();
+        // SAFETY: handle is live and connected; librados allocates the NUL-terminated string.
+        check(unsafe { rados_getaddrs(self.handle, &mut out) })?;
+        if out.is_null() {
+            return Err(Errno::EIO);
+        }
+        // SAFETY: `out` is a NUL-terminated string from librados, freed exactly once here.
+        let addrs = unsafe { CStr::from_ptr(out) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: as above.
+        unsafe { rados_buffer_free(out) };
+        Ok(addrs)
     }
 
     pub(super) fn instance_id(&self) -> u64 {

@@ -147,6 +147,23 @@ struct Inner {
     cluster: Arc<Cluster>,
     fsid: String,
     instance_id: u64,
+    /// `127.0.0.1:0/3546`: the form `ceph osd blocklist` takes.
+    addr: String,
+}
+
+/// The first of librados' addresses without its protocol: `[v2:127.0.0.1:0/3546,...]` →
+/// `127.0.0.1:0/3546`.
+fn plain_addr(addrs: &str) -> String {
+    let first = addrs
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .next()
+        .unwrap_or_default();
+    first
+        .split_once(':')
+        .filter(|(proto, _)| matches!(*proto, "v1" | "v2" | "any"))
+        .map_or(first, |(_, a)| a)
+        .to_string()
 }
 
 /// Runs a blocking librados call on tokio's blocking pool.
@@ -200,10 +217,12 @@ impl LibradosCluster {
             cluster.connect()?;
             let fsid = cluster.fsid()?;
             let instance_id = cluster.instance_id();
+            let addr = plain_addr(&cluster.addrs()?);
             Ok(Inner {
                 cluster: Arc::new(cluster),
                 fsid,
                 instance_id,
+                addr,
             })
         })
         .await
@@ -243,6 +262,7 @@ impl LibradosCluster {
         &self,
         cmd: serde_json::Value,
         input: Bytes,
+        op: RadosOp,
         key: &str,
     ) -> RadosResult<Vec<u8>> {
         let c = self.inner.cluster.clone();
@@ -251,8 +271,8 @@ impl LibradosCluster {
         match res {
             Ok(Ok(out)) => Ok(out),
             // The status text may echo a value: not logged.
-            Ok(Err((errno, _status))) => Err(RadosError::new(RadosOp::ConfigKey, key, errno)),
-            Err(_) => Err(RadosError::new(RadosOp::ConfigKey, key, Errno::EIO)),
+            Ok(Err((errno, _status))) => Err(RadosError::new(op, key, errno)),
+            Err(_) => Err(RadosError::new(op, key, Errno::EIO)),
         }
     }
 
@@ -332,9 +352,23 @@ impl Rados for LibradosCluster {
         self.inner.instance_id
     }
 
+    fn client_addr(&self) -> String {
+        self.inner.addr.clone()
+    }
+
+    async fn blocklist_add(&self, addr: &str, expire: Duration) -> RadosResult<()> {
+        let cmd = serde_json::json!({
+            "prefix": "osd blocklist", "blocklistop": "add", "addr": addr,
+            "expire": expire.as_secs_f64(),
+        });
+        self.mon_command(cmd, Bytes::new(), RadosOp::Blocklist, addr)
+            .await
+            .map(drop)
+    }
+
     async fn config_key_get(&self, key: &str) -> RadosResult<Bytes> {
         let cmd = serde_json::json!({ "prefix": "config-key get", "key": key });
-        self.mon_command(cmd, Bytes::new(), key)
+        self.mon_command(cmd, Bytes::new(), RadosOp::ConfigKey, key)
             .await
             .map(Bytes::from)
     }
@@ -342,6 +376,8 @@ impl Rados for LibradosCluster {
     async fn config_key_set(&self, key: &str, value: Bytes) -> RadosResult<()> {
         // The value travels as the command's input buffer, so binary values survive.
         let cmd = serde_json::json!({ "prefix": "config-key set", "key": key });
-        self.mon_command(cmd, value, key).await.map(drop)
+        self.mon_command(cmd, value, RadosOp::ConfigKey, key)
+            .await
+            .map(drop)
     }
 }

@@ -54,8 +54,19 @@ struct Cluster {
     watches: Watches,
     cls: ClsRegistry,
     blocklist: Mutex<HashSet<u64>>,
+    /// Every client that connected, so an address can be blocklisted.
+    clients: Mutex<Vec<Caller>>,
     next_gid: AtomicU64,
     next_version: AtomicU64,
+}
+
+impl Cluster {
+    /// Its watches break with `ENOTCONN` (what librados reports, measured on 16.2.15) and
+    /// notifies stop waiting for them; every later call fails with `ESHUTDOWN`.
+    fn blocklist(&self, gid: u64) {
+        lock(&self.blocklist).insert(gid);
+        self.watches.break_client(gid, Errno::ENOTCONN);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -86,6 +97,7 @@ impl MemoryCluster {
                 watches: Watches::default(),
                 cls,
                 blocklist: Mutex::default(),
+                clients: Mutex::default(),
                 next_gid: AtomicU64::new(4100),
                 next_version: AtomicU64::new(1),
             }),
@@ -111,12 +123,14 @@ impl MemoryCluster {
     /// A new client connection with its own global id.
     pub fn connect(&self) -> MemoryRados {
         let gid = self.inner.next_gid.fetch_add(1, Ordering::Relaxed);
+        let caller = Caller {
+            gid,
+            nonce: rand::random(),
+        };
+        lock(&self.inner.clients).push(caller);
         MemoryRados {
             cluster: self.inner.clone(),
-            caller: Caller {
-                gid,
-                nonce: rand::random(),
-            },
+            caller,
         }
     }
 
@@ -132,8 +146,7 @@ impl MemoryCluster {
     /// break with `ENOTCONN` (what librados reports, measured on 16.2.15), notifies stop
     /// waiting for them, and every later call fails with `ESHUTDOWN` (Ceph's EBLOCKLISTED).
     pub fn blocklist(&self, gid: u64) {
-        lock(&self.inner.blocklist).insert(gid);
-        self.inner.watches.break_client(gid, Errno::ENOTCONN);
+        self.inner.blocklist(gid);
     }
 }
 
@@ -203,6 +216,26 @@ impl Rados for MemoryRados {
     fn instance_id(&self) -> u64 {
         self.caller.gid
     }
+    fn client_addr(&self) -> String {
+        format!("127.0.0.1:0/{}", self.caller.nonce)
+    }
+    async fn blocklist_add(&self, addr: &str, _expire: Duration) -> RadosResult<()> {
+        self.check_blocklist(RadosOp::Blocklist, addr)?;
+        let nonce = addr
+            .rsplit_once('/')
+            .and_then(|(_, n)| n.parse::<u32>().ok());
+        let nonce =
+            nonce.ok_or_else(|| RadosError::new(RadosOp::Blocklist, addr, Errno::EINVAL))?;
+        // Every connection of this cluster with that address (there is at most one).
+        let gid = lock(&self.cluster.clients)
+            .iter()
+            .find(|c| c.nonce == nonce)
+            .map(|c| c.gid);
+        if let Some(gid) = gid {
+            self.cluster.blocklist(gid);
+        }
+        Ok(())
+    }
     async fn config_key_get(&self, key: &str) -> RadosResult<Bytes> {
         self.check_blocklist(RadosOp::ConfigKey, key)?;
         let keys = lock(&self.cluster.config_keys);
@@ -260,6 +293,15 @@ impl MemoryIoCtx {
             caller: self.conn.caller,
             watchers,
         }
+    }
+
+    /// Watch and notify need the object to exist (`ENOENT`), as on Ceph.
+    fn require_object(&self, op: RadosOp, oid: &str) -> RadosResult<()> {
+        let key = (self.namespace.clone(), oid.to_string());
+        self.with_pool(op, oid, |pool| match pool.objects.get(&key) {
+            Some(o) if o.head.is_some() => Ok(()),
+            _ => Err(Errno::ENOENT),
+        })
     }
 
     /// A new object version: one counter per cluster (Ceph's count per PG), taken under
@@ -382,11 +424,7 @@ impl IoCtx for MemoryIoCtx {
     }
 
     async fn watch(&self, oid: &str) -> RadosResult<Watch> {
-        let key = (self.namespace.clone(), oid.to_string());
-        self.with_pool(RadosOp::Watch, oid, |pool| match pool.objects.get(&key) {
-            Some(o) if o.head.is_some() => Ok(()),
-            _ => Err(Errno::ENOENT),
-        })?;
+        self.require_object(RadosOp::Watch, oid)?;
         Ok(self
             .cluster()
             .watches
@@ -408,11 +446,7 @@ impl IoCtx for MemoryIoCtx {
         payload: Bytes,
         timeout: Duration,
     ) -> RadosResult<NotifyReply> {
-        let key = (self.namespace.clone(), oid.to_string());
-        self.with_pool(RadosOp::Notify, oid, |pool| match pool.objects.get(&key) {
-            Some(o) if o.head.is_some() => Ok(()),
-            _ => Err(Errno::ENOENT),
-        })?;
+        self.require_object(RadosOp::Notify, oid)?;
         Ok(self
             .cluster()
             .watches

@@ -7,6 +7,8 @@
 //! `EOPNOTSUPP`, and a method's rights come from its own flags (a write method called from
 //! a read op still writes, as measured on 16.2.15).
 
+mod journal;
+mod lock;
 mod rbd_id;
 
 use std::collections::{BTreeMap, HashMap};
@@ -42,6 +44,8 @@ impl ClsRegistry {
             r.class(class);
         }
         rbd_id::register(&mut r);
+        journal::register(&mut r);
+        lock::register(&mut r);
         r
     }
 
@@ -202,6 +206,10 @@ impl ClsContext<'_> {
             .get(name)
             .cloned()
             .ok_or(Errno::ENODATA)
+    }
+
+    pub fn xattr_names(&self) -> Result<Vec<String>, Errno> {
+        Ok(self.existing()?.xattrs.keys().cloned().collect())
     }
 
     pub fn xattr_set(&mut self, name: &str, value: Bytes) {

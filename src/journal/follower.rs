@@ -1,0 +1,376 @@
+//! Follows a remote image's journal as its primary writes it, driven by notifications:
+//! the low-latency heart of rbd-relay (upstream polls every 5 s instead).
+//!
+//!  OPEN: find our client (register it if absent; DISCONNECTED is an error), read after its
+//!        commit position, watch `journal.<id>`
+//!    |
+//!  NEXT: deliver what is readable (within the prefetch budgets)
+//!    |--(caught up)--> WAIT: a notification (a burst is one wake-up), the tail probe, or the
+//!    |                 commit age; then re-read the active set and the tail
+//!    |--(watch error)--> REWATCH with backoff, then re-read everything (nothing is missed)
+//!  ACK (entries durably applied, in order) --> COMMIT in batches (age / count) + notify
+//!
+//! The tail probe is only a safety net (a primary at the default 5 s commit age, a lost
+//! notification): right after entries arrived it looks again at the floor delay, doubling
+//! while idle up to the ceiling; `None` turns it off. It reads one object's tail.
+//! Not an actor of its own: the image replayer owns it and awaits `next`. `next` is cancel
+//! safe: dropping it loses nothing (entries not yet returned are read again).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use tokio::time::{Instant, sleep, sleep_until};
+
+use super::JournalError;
+use super::position::CommitPosition;
+use super::reader::JournalReader;
+use crate::backoff::Backoff;
+use crate::cls::journal as cls;
+use crate::format::entry::Entry;
+use crate::format::journal::{ClientState, ObjectPosition, ObjectSetPosition, header_oid};
+use crate::rados::{IoCtx, Watch, WatchEvent};
+
+#[derive(Debug, Clone)]
+pub struct FollowerConfig {
+    /// Tail probe delay right after entries arrived.
+    pub probe_floor: Duration,
+    /// Longest idle probe delay; `None` disables the probe (notifications only).
+    pub probe_ceiling: Option<Duration>,
+    /// Most entries `next` returns at once.
+    pub batch_entries: usize,
+    /// Bytes delivered but not yet acked, per image; past it `next` delivers nothing.
+    pub image_budget_bytes: usize,
+    /// Commit at least this often while acks arrive...
+    pub commit_age: Duration,
+    /// ...or after this many acked entries.
+    pub commit_entries: usize,
+}
+
+impl Default for FollowerConfig {
+    fn default() -> Self {
+        FollowerConfig {
+            probe_floor: Duration::from_millis(50),
+            probe_ceiling: Some(Duration::from_secs(5)),
+            batch_entries: 256,
+            image_budget_bytes: 64 << 20,
+            commit_age: Duration::from_millis(100),
+            commit_entries: 1024,
+        }
+    }
+}
+
+/// Bytes delivered and not yet acked, across every follower of the daemon.
+#[derive(Debug)]
+pub struct PrefetchBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl PrefetchBudget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(PrefetchBudget {
+            used: AtomicUsize::new(0),
+            limit,
+        })
+    }
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+/// What made a follower look at its journal; read by the metrics layer.
+#[derive(Debug, Default)]
+pub struct FollowerStats {
+    pub notifications: AtomicU64,
+    pub probes: AtomicU64,
+    pub watch_errors: AtomicU64,
+    pub commits: AtomicU64,
+}
+
+pub struct Follower<I> {
+    io: I,
+    header: String,
+    client_id: String,
+    config: FollowerConfig,
+    reader: JournalReader<I>,
+    watch: Option<Watch>,
+    rewatch: Backoff,
+    probe_delay: Duration,
+    commit: CommitPosition,
+    committed: ObjectSetPosition,
+    uncommitted: usize,
+    last_commit: Instant,
+    in_flight: usize,
+    /// Events seen while we could not wait: re-read before waiting.
+    stale: bool,
+    /// A watch event taken while notifying, handled by the next `wait`.
+    deferred: Option<Option<WatchEvent>>,
+    budget: Arc<PrefetchBudget>,
+    stats: Arc<FollowerStats>,
+}
+
+impl<I: IoCtx> Follower<I> {
+    /// Opens the journal `journal_id` as client `client_id`, registering it with
+    /// `client_data` if it is not registered yet.
+    pub async fn open(
+        io: I,
+        journal_id: &str,
+        client_id: &str,
+        client_data: Bytes,
+        config: FollowerConfig,
+        budget: Arc<PrefetchBudget>,
+        stats: Arc<FollowerStats>,
+    ) -> Result<Self, JournalError> {
+        let header = header_oid(journal_id);
+        let client = match cls::get_client(&io, &header, client_id).await {
+            Err(e) if e.is_not_found() => {
+                cls::client_register(&io, &header, client_id, client_data).await?;
+                cls::get_client(&io, &header, client_id).await?
+            }
+            other => other?,
+        };
+        if client.state == ClientState::Disconnected {
+            return Err(JournalError::Disconnected {
+                journal: journal_id.into(),
+                client: client_id.into(),
+            });
+        }
+        // Watch before the first read: whatever is written after the read is notified.
+        let watch = io.watch(&header).await?;
+        let g = cls::geometry(&io, &header).await?;
+        let reader = JournalReader::open(io.clone(), journal_id, &client.commit_position).await?;
+        Ok(Follower {
+            commit: CommitPosition::new(g.splay_width, &client.commit_position),
+            committed: client.commit_position,
+            io,
+            header,
+            client_id: client_id.into(),
+            probe_delay: config.probe_floor,
+            config,
+            reader,
+            watch: Some(watch),
+            rewatch: Backoff::new(Duration::from_millis(100), 2, Duration::from_secs(10)),
+            uncommitted: 0,
+            last_commit: Instant::now(),
+            in_flight: 0,
+            stale: false,
+            deferred: None,
+            budget,
+            stats,
+        })
+    }
+
+    /// The next entries in journal order; waits while there are none. Returns nothing at
+    /// once when the prefetch budgets are spent: apply and [`ack`](Self::ack) first.
+    pub async fn next(&mut self) -> Result<Vec<(Entry, ObjectPosition)>, JournalError> {
+        loop {
+            if self.over_budget() {
+                return Ok(Vec::new());
+            }
+            if std::mem::take(&mut self.stale) {
+                self.reader.wake().await?;
+            }
+            let batch = self.reader.read(self.config.batch_entries).await?;
+            if !batch.is_empty() {
+                let bytes: usize = batch.iter().map(|(e, _)| e.data.len()).sum();
+                self.in_flight += bytes;
+                self.budget.used.fetch_add(bytes, Ordering::Relaxed);
+                self.probe_delay = self.config.probe_floor;
+                return Ok(batch);
+            }
+            self.wait().await?;
+            self.reader.wake().await?;
+        }
+    }
+
+    /// Marks an entry durably applied (entries must be acked in journal order); commits
+    /// when the batch is due.
+    pub async fn ack(
+        &mut self,
+        entry: &Entry,
+        position: ObjectPosition,
+    ) -> Result<(), JournalError> {
+        self.commit.advance(position);
+        self.uncommitted += 1;
+        let bytes = entry.data.len().min(self.in_flight);
+        self.in_flight -= bytes;
+        self.budget.used.fetch_sub(bytes, Ordering::Relaxed);
+        if self.uncommitted >= self.config.commit_entries
+            || self.last_commit.elapsed() >= self.config.commit_age
+        {
+            self.flush_commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Stores the acked position now (also at shutdown) and notifies the header so the
+    /// primary can trim.
+    pub async fn flush_commit(&mut self) -> Result<(), JournalError> {
+        let position = self.commit.position();
+        self.last_commit = Instant::now();
+        self.uncommitted = 0;
+        if position == self.committed {
+            return Ok(());
+        }
+        cls::client_commit(&self.io, &self.header, &self.client_id, position.clone()).await?;
+        self.committed = position;
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.notify_header().await;
+        Ok(())
+    }
+
+    /// Notifies the header while acking what our own watch receives meanwhile (our own
+    /// notify among it): otherwise the notify would wait its whole timeout for us.
+    async fn notify_header(&mut self) {
+        let io = self.io.clone();
+        let notify = io.notify(&self.header, Bytes::new(), Duration::from_secs(5));
+        tokio::pin!(notify);
+        loop {
+            let ev = match self.watch.as_mut() {
+                Some(w) => tokio::select! {
+                    r = &mut notify => return log_notify(r),
+                    ev = w.next() => ev,
+                },
+                None => return log_notify(notify.await),
+            };
+            // The journal may have moved: the next `next` re-reads before it waits.
+            self.stale = true;
+            if let Some(WatchEvent::Notify(n)) = ev {
+                self.stats.notifications.fetch_add(1, Ordering::Relaxed);
+                let _ = self
+                    .io
+                    .notify_ack(&self.header, n.notify_id, n.cookie, Bytes::new())
+                    .await;
+            } else {
+                // Lagged or broken: `wait` handles it first thing.
+                self.deferred = Some(ev);
+                return log_notify(notify.await);
+            }
+        }
+    }
+
+    /// The position last stored on the primary.
+    pub fn committed(&self) -> &ObjectSetPosition {
+        &self.committed
+    }
+
+    /// Stops watching (the replayer calls it on its way out, after `flush_commit`).
+    pub async fn close(mut self) {
+        if let Some(w) = self.watch.take() {
+            let _ = self.io.unwatch(w.cookie).await;
+        }
+    }
+
+    fn over_budget(&self) -> bool {
+        self.in_flight >= self.config.image_budget_bytes || self.budget.used() >= self.budget.limit
+    }
+
+    /// Waits for a reason to look at the journal again.
+    async fn wait(&mut self) -> Result<(), JournalError> {
+        if let Some(ev) = self.deferred.take() {
+            return self.handle(ev).await;
+        }
+        let probe_at = self
+            .config
+            .probe_ceiling
+            .map(|_| Instant::now() + self.probe_delay);
+        let commit_at = (self.uncommitted > 0).then(|| self.last_commit + self.config.commit_age);
+        let Some(watch) = self.watch.as_mut() else {
+            return self.rewatch().await;
+        };
+        let woke = tokio::select! {
+            ev = watch.next() => Woke::Event(ev),
+            _ = maybe_sleep_until(probe_at) => Woke::Probe,
+            _ = maybe_sleep_until(commit_at) => Woke::CommitDue,
+        };
+        match woke {
+            Woke::Event(ev) => self.handle(ev).await?,
+            Woke::Probe => {
+                self.stats.probes.fetch_add(1, Ordering::Relaxed);
+                if let Some(ceiling) = self.config.probe_ceiling {
+                    self.probe_delay = (self.probe_delay * 2).min(ceiling);
+                }
+            }
+            Woke::CommitDue => self.flush_commit().await?,
+        }
+        // A burst of notifications is one wake-up: take whatever else already arrived.
+        while let Some(ev) = self.watch.as_mut().and_then(|w| w.next().now_or_never()) {
+            self.handle(ev).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, ev: Option<WatchEvent>) -> Result<(), JournalError> {
+        match ev {
+            Some(WatchEvent::Notify(n)) => {
+                self.stats.notifications.fetch_add(1, Ordering::Relaxed);
+                // Ack at once: librbd waits up to 5 s for every watcher.
+                let _ = self
+                    .io
+                    .notify_ack(&self.header, n.notify_id, n.cookie, Bytes::new())
+                    .await;
+            }
+            Some(WatchEvent::Lagged) => {
+                self.stats.notifications.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(WatchEvent::Error(errno)) => {
+                self.stats.watch_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(object = %self.header, %errno, "journal watch broke; re-watching");
+                self.drop_watch().await;
+                self.rewatch().await?;
+            }
+            None => {
+                self.drop_watch().await;
+                self.rewatch().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn drop_watch(&mut self) {
+        if let Some(w) = self.watch.take() {
+            let _ = self.io.unwatch(w.cookie).await;
+        }
+    }
+
+    /// Watches the header again, backing off while the cluster is unreachable. The caller
+    /// then re-reads everything, so what a lost notification carried is not missed.
+    async fn rewatch(&mut self) -> Result<(), JournalError> {
+        loop {
+            sleep(self.rewatch.next_delay()).await;
+            match self.io.watch(&self.header).await {
+                Ok(w) => {
+                    self.watch = Some(w);
+                    self.rewatch.reset();
+                    return Ok(());
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(%e, "journal re-watch failed; retrying")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+enum Woke {
+    Event(Option<WatchEvent>),
+    Probe,
+    CommitDue,
+}
+
+fn log_notify<T>(r: Result<T, crate::rados::RadosError>) {
+    if let Err(e) = r {
+        tracing::debug!(%e, "journal header notify");
+    }
+}
+
+async fn maybe_sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

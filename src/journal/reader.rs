@@ -1,0 +1,102 @@
+//! Reads a journal in order from a commit position: the I/O half of the [`Player`]. It reads
+//! the header once (geometry, pool, sets), fetches exactly the objects the player asks for
+//! (from the byte where it stopped, so a live tail costs one small read), and after a wake-up
+//! re-reads the active set. The notification-driven follower builds on it.
+
+use crate::cls::journal as cls;
+use crate::format::entry::Entry;
+use crate::format::journal::{
+    JournalGeometry, ObjectPosition, ObjectSetPosition, data_oid, header_oid,
+};
+use crate::rados::{Errno, IoCtx};
+
+use super::JournalError;
+use super::player::{Next, PlayError, Player};
+
+pub struct JournalReader<I> {
+    io: I,
+    journal_id: String,
+    header: String,
+    data_pool_id: i64,
+    player: Player,
+    active_set: u64,
+}
+
+impl<I: IoCtx> JournalReader<I> {
+    /// Opens the journal `journal_id` in `io`'s pool to read after `committed`.
+    pub async fn open(
+        io: I,
+        journal_id: &str,
+        committed: &ObjectSetPosition,
+    ) -> Result<Self, JournalError> {
+        let header = header_oid(journal_id);
+        let g = cls::geometry(&io, &header).await?;
+        let geometry = JournalGeometry::new(g.order, g.splay_width).map_err(|source| {
+            JournalError::Decode {
+                object: header.clone(),
+                source,
+            }
+        })?;
+        let minimum_set = cls::get_minimum_set(&io, &header).await?;
+        let active_set = cls::get_active_set(&io, &header).await?;
+        let data_pool_id = if g.pool_id < 0 {
+            io.pool_id()
+        } else {
+            g.pool_id
+        };
+        let player = Player::new(geometry, minimum_set, committed);
+        Ok(JournalReader {
+            io,
+            journal_id: journal_id.into(),
+            header,
+            data_pool_id,
+            player,
+            active_set,
+        })
+    }
+
+    /// Everything readable now, in journal order, at most `max` entries. An empty result
+    /// means caught up: call [`wake`](Self::wake) when the journal may have changed.
+    pub async fn read(&mut self, max: usize) -> Result<Vec<(Entry, ObjectPosition)>, JournalError> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            match self
+                .player
+                .next(self.active_set)
+                .map_err(|e| self.play_error(e))?
+            {
+                Next::Entry(e, p) => out.push((e, p)),
+                Next::CaughtUp => break,
+                Next::Fetch {
+                    object_number,
+                    from,
+                } => {
+                    let oid = data_oid(self.data_pool_id, &self.journal_id, object_number);
+                    let bytes = match self.io.read(&oid, from, 0).await {
+                        Err(e) if e.errno == Errno::ENOENT => Default::default(), // trimmed or not yet written
+                        other => other?,
+                    };
+                    self.player
+                        .feed(object_number, from, bytes)
+                        .map_err(|e| self.play_error(e))?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The journal may have moved (a header notification, or the tail probe): re-read the
+    /// active set, then the objects where play stands.
+    pub async fn wake(&mut self) -> Result<(), JournalError> {
+        self.active_set = cls::get_active_set(&self.io, &self.header).await?;
+        self.player.wake();
+        Ok(())
+    }
+
+    fn play_error(&self, e: PlayError) -> JournalError {
+        JournalError::Play {
+            journal: self.journal_id.clone(),
+            source: e,
+        }
+    }
+}
