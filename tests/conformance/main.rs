@@ -7,6 +7,10 @@
 mod cls;
 mod cls_journal;
 mod cls_lock;
+mod cls_rbd_cli;
+mod cls_rbd_dir;
+mod cls_rbd_image;
+mod cls_rbd_mirror;
 mod data;
 #[path = "../support/mod.rs"]
 mod harness;
@@ -51,6 +55,14 @@ conformance!(
     cls_journal::journal_clients,
     cls_journal::journal_tags,
     cls_journal::journal_append,
+    cls_rbd_mirror::mirror_mode_uuid,
+    cls_rbd_mirror::mirror_peers,
+    cls_rbd_mirror::mirror_images,
+    cls_rbd_image::image_header,
+    cls_rbd_image::image_snapshots,
+    cls_rbd_image::image_metadata,
+    cls_rbd_image::object_map,
+    cls_rbd_dir::directory,
     watch::notify_and_ack,
     watch::notify_timeout,
     watch::lagging_consumer,
@@ -87,5 +99,6 @@ macro_rules! conformance_two_clients {
 conformance_two_clients!(
     cls_lock::exclusive_lock,
     cls_lock::shared_lock,
+    cls_rbd_mirror::mirror_statuses,
     watch::blocklisted_watcher
 );
