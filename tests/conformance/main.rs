@@ -11,6 +11,8 @@ mod cls_rbd_cli;
 mod cls_rbd_dir;
 mod cls_rbd_image;
 mod cls_rbd_mirror;
+mod cls_rbd_snaps;
+mod cls_rbd_status;
 mod data;
 #[path = "../support/mod.rs"]
 mod harness;
@@ -59,7 +61,7 @@ conformance!(
     cls_rbd_mirror::mirror_peers,
     cls_rbd_mirror::mirror_images,
     cls_rbd_image::image_header,
-    cls_rbd_image::image_snapshots,
+    cls_rbd_snaps::image_snapshots,
     cls_rbd_image::image_metadata,
     cls_rbd_image::object_map,
     cls_rbd_dir::directory,
@@ -99,6 +101,6 @@ macro_rules! conformance_two_clients {
 conformance_two_clients!(
     cls_lock::exclusive_lock,
     cls_lock::shared_lock,
-    cls_rbd_mirror::mirror_statuses,
+    cls_rbd_status::mirror_statuses,
     watch::blocklisted_watcher
 );
