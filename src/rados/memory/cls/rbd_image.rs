@@ -196,9 +196,8 @@ fn set_size(ctx: &mut ClsContext<'_>, inp: Bytes) -> Result<Bytes> {
 }
 
 fn get_features(ctx: &mut ClsContext<'_>, inp: Bytes) -> Result<Bytes> {
-    let GetFeaturesInput { snap_id, read_only } = input(inp)?;
-    // The snapshot id is not checked (as measured): a missing one reads the head's features.
-    let _ = snap_id;
+    // The snapshot id is not checked (as measured): any id reads the head's features.
+    let GetFeaturesInput { read_only, .. } = input(inp)?;
     let feats: u64 = get_key(ctx, keys::FEATURES)?;
     let incompatible = if read_only {
         feats & FEATURES_INCOMPATIBLE
@@ -501,7 +500,7 @@ fn set_stripe_unit_count(ctx: &mut ClsContext<'_>, inp: Bytes) -> Result<Bytes> 
     ctx.size()?;
     require_feature(ctx, features::STRIPINGV2)?;
     let object_size = 1u64 << get_key::<u8>(ctx, keys::ORDER)?;
-    if stripe_unit == 0 || stripe_count == 0 || object_size % stripe_unit != 0 {
+    if stripe_unit == 0 || stripe_count == 0 || !object_size.is_multiple_of(stripe_unit) {
         return Err(Errno::EINVAL);
     }
     put_key(ctx, STRIPE_UNIT, &stripe_unit);
