@@ -159,6 +159,12 @@ pub async fn mirror_mode_uuid<R: Rados>(_c: &R, io: &R::IoCtx) {
         r(m::mode_set(&io, MirrorMode::Disabled).await),
         Ok(()),
     );
+    let untouched = io.with_namespace(&name("mode-none"));
+    c.eq(
+        "disable on a missing object",
+        r(m::mode_set(&untouched, MirrorMode::Disabled).await),
+        Ok(()),
+    );
     c.done();
 }
 
@@ -349,6 +355,30 @@ pub async fn mirror_peers<R: Rados>(_c: &R, io: &R::IoCtx) {
         (&c2.uuid[..], c2.direction),
         ("p2", MirrorPeerDirection::RxTx),
     );
+    // The site's peer knows another mirror uuid, which another peer has: that one is
+    // pinged, and keeps its site name.
+    c.eq(
+        "ping a site with another peer's uuid",
+        r(m::peer_ping(&io, "site-e", "mu-f").await),
+        Ok(()),
+    );
+    let sites: Vec<(String, String)> = m::peer_list(&io)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.site_name, p.mirror_uuid))
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("site-c2", "remote-c"),
+        ("site-e", "mu-e"),
+        ("site-f", "mu-f"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    let mut sorted = sites.clone();
+    sorted.sort();
+    c.eq("sites after cross ping", sorted, want);
     c.eq("remove", r(m::peer_remove(&io, "p1").await), Ok(()));
     c.eq("remove missing", r(m::peer_remove(&io, "p1").await), Ok(()));
     c.eq(

@@ -57,6 +57,15 @@ pub async fn image_snapshots<R: Rados>(_c: &R, io: &R::IoCtx) {
         r(img::snapshot_add(io, &oid, u64::MAX - 1, "m", user()).await),
         Err(Errno::EINVAL),
     );
+    let unknown = SnapshotNamespace::Unknown {
+        namespace_type: 9,
+        body: Default::default(),
+    };
+    c.eq(
+        "unknown namespace",
+        r(img::snapshot_add(io, &oid, 6, "u", unknown).await),
+        Err(Errno::EINVAL),
+    );
     c.eq(
         "snapc after refusals",
         r(img::get_snapcontext(io, &oid).await).map(|s| s.seq),
@@ -191,6 +200,14 @@ pub async fn image_snapshots<R: Rados>(_c: &R, io: &R::IoCtx) {
         "protect without layering",
         r(img::set_protection_status(io, &plain, 1, ProtectionStatus::Protected).await),
         Err(Errno::ENOEXEC),
+    );
+    c.eq(
+        "protect on a missing header",
+        r(
+            img::set_protection_status(io, &name("rbd_header"), 1, ProtectionStatus::Protected)
+                .await,
+        ),
+        Err(Errno::ENOENT),
     );
 
     c.eq(

@@ -35,6 +35,22 @@ pub async fn mirror_statuses<R: Rados>(c1: &R, io1: &R::IoCtx, _c2: &R, io2: &R:
     m::mode_set(&io1, MirrorMode::Image).await.unwrap();
     use MirrorImageStatusState::{Replaying, Stopped, Syncing};
     let mut c = Checks::default();
+    let untouched = io2.with_namespace(&name("statuses-none"));
+    c.eq(
+        "list on a missing object",
+        r(m::image_status_list(&untouched).await).map(|_| ()),
+        Err(Errno::ENOENT),
+    );
+    c.eq(
+        "remove_down on a missing object",
+        r(m::image_status_remove_down(&untouched).await),
+        Ok(()),
+    );
+    c.eq(
+        "remove on a missing object",
+        r(m::image_status_remove(&untouched, "g").await),
+        Ok(()),
+    );
     m::image_set(&io1, "i1", &image("g1", MirrorImageState::Enabled))
         .await
         .unwrap();

@@ -417,8 +417,10 @@ fn set_protection_status(ctx: &mut ClsContext<'_>, inp: Bytes) -> Result<Bytes> 
     Ok(Bytes::new())
 }
 
-/// `ENOEXEC` unless the header has `feature` (a header without features has none).
+/// `ENOEXEC` unless the header has `feature` (a header without features has none);
+/// `ENOENT` when there is no header at all.
 fn require_feature(ctx: &ClsContext<'_>, feature: u64) -> Result<()> {
+    ctx.size()?;
     if get_or(ctx, keys::FEATURES, 0u64)? & feature != feature {
         return Err(Errno::ENOEXEC);
     }
@@ -478,7 +480,6 @@ fn metadata_list(ctx: &mut ClsContext<'_>, inp: Bytes) -> Result<Bytes> {
 }
 
 fn get_stripe_unit_count(ctx: &mut ClsContext<'_>, _inp: Bytes) -> Result<Bytes> {
-    ctx.size()?;
     require_feature(ctx, features::STRIPINGV2)?;
     let stripe_unit = match get_key(ctx, STRIPE_UNIT) {
         Err(Errno::ENOENT) => 1u64 << get_key::<u8>(ctx, keys::ORDER).map_err(|_| Errno::EIO)?,
@@ -497,7 +498,6 @@ fn set_stripe_unit_count(ctx: &mut ClsContext<'_>, inp: Bytes) -> Result<Bytes> 
         stripe_unit,
         stripe_count,
     } = input(inp)?;
-    ctx.size()?;
     require_feature(ctx, features::STRIPINGV2)?;
     let object_size = 1u64 << get_key::<u8>(ctx, keys::ORDER)?;
     if stripe_unit == 0 || stripe_count == 0 || !object_size.is_multiple_of(stripe_unit) {

@@ -451,7 +451,6 @@ fn status_list(ctx: &mut ClsContext<'_>, inp: Bytes) -> Result<Bytes> {
 
 fn status_remove_down(ctx: &mut ClsContext<'_>, _inp: Bytes) -> Result<Bytes> {
     let watchers = watching(ctx);
-    ctx.size()?; // ENOENT on a missing object, as listing its omap is
     for prefix in [keys::STATUS_PREFIX, keys::REMOTE_STATUS_PREFIX] {
         for (key, s) in all::<MirrorImageSiteStatusOnDisk>(ctx, prefix)? {
             if !watchers.contains(&s.origin) {
