@@ -232,15 +232,19 @@ fn peer_ping(ctx: &mut ClsContext<'_>, inp: Bytes) -> Result<Bytes> {
         _ => all.iter().find(|p| p.mirror_uuid == mirror_uuid),
     };
     let mut peer = match (by_site, by_uuid) {
-        (_, Some(p)) if by_site.is_some() => p.clone(),
-        (_, Some(p)) => MirrorPeer {
+        // Two candidates: the peer with that mirror uuid wins and keeps its site name.
+        (Some(_), Some(p)) => p.clone(),
+        // The remote site was renamed.
+        (None, Some(p)) => MirrorPeer {
             site_name,
             ..p.clone()
         },
+        // The site's peer learns the mirror uuid.
         (Some(p), None) => MirrorPeer {
             mirror_uuid,
             ..p.clone()
         },
+        // An unknown site: a new TX-only peer.
         (None, None) => MirrorPeer {
             uuid: uuid::Uuid::new_v4().to_string(),
             site_name,
