@@ -8,6 +8,12 @@
 mod cls;
 mod cls_journal;
 mod cls_lock;
+mod cls_rbd_cli;
+mod cls_rbd_dir;
+mod cls_rbd_image;
+mod cls_rbd_mirror;
+mod cls_rbd_snaps;
+mod cls_rbd_status;
 mod data;
 #[path = "../support/mod.rs"]
 mod harness;
@@ -56,6 +62,14 @@ conformance!(
     cls_journal::journal_clients,
     cls_journal::journal_tags,
     cls_journal::journal_append,
+    cls_rbd_mirror::mirror_mode_uuid,
+    cls_rbd_mirror::mirror_peers,
+    cls_rbd_mirror::mirror_images,
+    cls_rbd_image::image_header,
+    cls_rbd_snaps::image_snapshots,
+    cls_rbd_image::image_metadata,
+    cls_rbd_image::object_map,
+    cls_rbd_dir::directory,
     watch::notify_and_ack,
     watch::notify_timeout,
     watch::lagging_consumer,
@@ -98,4 +112,5 @@ conformance_two_clients!(
     watch_faults::unwatch_during_notify,
     watch_faults::blocklisted_watcher,
     watch_faults::remove_watched_object,
+    cls_rbd_status::mirror_statuses,
 );

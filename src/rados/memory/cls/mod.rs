@@ -9,7 +9,10 @@
 
 mod journal;
 mod lock;
+mod rbd_dir;
 mod rbd_id;
+mod rbd_image;
+mod rbd_mirror;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
@@ -44,6 +47,9 @@ impl ClsRegistry {
             r.class(class);
         }
         rbd_id::register(&mut r);
+        rbd_image::register(&mut r);
+        rbd_mirror::register(&mut r);
+        rbd_dir::register(&mut r);
         journal::register(&mut r);
         lock::register(&mut r);
         r
