@@ -29,7 +29,12 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { conf: None, samples: 200, backlog: 20_000, idle_secs: 10 };
+    let mut a = Args {
+        conf: None,
+        samples: 200,
+        backlog: 20_000,
+        idle_secs: 10,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().expect("flag value");
@@ -45,16 +50,37 @@ fn args() -> Args {
 }
 
 fn write_4k(i: u64) -> EventEntry {
-    EventEntry { event: Event::AioWrite { offset: i * 4096, length: 4096, data: Bytes::from(vec![i as u8; 4096]) }, timestamp: UTime::new(1, 0) }
+    EventEntry {
+        event: Event::AioWrite {
+            offset: i * 4096,
+            length: 4096,
+            data: Bytes::from(vec![i as u8; 4096]),
+        },
+        timestamp: UTime::new(1, 0),
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn follower<I: IoCtx>(io: &I, id: &str, config: FollowerConfig) -> (Follower<I>, Arc<FollowerStats>) {
+async fn follower<I: IoCtx>(
+    io: &I,
+    id: &str,
+    config: FollowerConfig,
+) -> (Follower<I>, Arc<FollowerStats>) {
     let stats = Arc::new(FollowerStats::default());
-    let f = Follower::open(io.clone(), id, "bench", Bytes::new(), config, PrefetchBudget::new(1 << 30), stats.clone()).await.unwrap();
+    let f = Follower::open(
+        io.clone(),
+        id,
+        "bench",
+        Bytes::new(),
+        config,
+        PrefetchBudget::new(1 << 30),
+        stats.clone(),
+    )
+    .await
+    .unwrap();
     (f, stats)
 }
 
@@ -62,8 +88,18 @@ async fn run<I: IoCtx>(io: I, a: &Args, backend: &str) {
     let tag = uuid::Uuid::new_v4().simple().to_string();
     // 1. Latency, notifications only.
     let id = format!("benchlat{}", &tag[..8]);
-    let mut w = JournalWriter::create(io.clone(), &id, 24, 4, "").await.unwrap();
-    let (mut f, _) = follower(&io, &id, FollowerConfig { probe_ceiling: None, ..Default::default() }).await;
+    let mut w = JournalWriter::create(io.clone(), &id, 24, 4, "")
+        .await
+        .unwrap();
+    let (mut f, _) = follower(
+        &io,
+        &id,
+        FollowerConfig {
+            probe_ceiling: None,
+            ..Default::default()
+        },
+    )
+    .await;
     let mut committed = CommitPosition::new(4, &Default::default());
     let mut lat = Vec::with_capacity(a.samples);
     for i in 0..a.samples as u64 {
@@ -95,7 +131,14 @@ async fn run<I: IoCtx>(io: I, a: &Args, backend: &str) {
     );
     // 3. Idle cost with the default probe.
     let (mut idle, stats) = follower(&io, &id, FollowerConfig::default()).await;
-    while !idle.next().await.unwrap().is_empty() {} // drain (it starts from an empty position)
+    // Drain what it finds (it starts from an empty position), then nothing more comes.
+    while let Ok(batch) = tokio::time::timeout(Duration::from_millis(500), idle.next()).await {
+        for (e, p) in batch.unwrap() {
+            idle.ack(&e, p).await.unwrap();
+        }
+    }
+    stats.probes.store(0, Ordering::Relaxed);
+    stats.notifications.store(0, Ordering::Relaxed);
     let _ = tokio::time::timeout(Duration::from_secs(a.idle_secs), idle.next()).await;
     println!(
         "{backend} idle {} s: {} probes, {} notifications",
@@ -105,11 +148,21 @@ async fn run<I: IoCtx>(io: I, a: &Args, backend: &str) {
     );
     // 2. Backlog read.
     let id = format!("benchlog{}", &tag[..8]);
-    let mut w = JournalWriter::create(io.clone(), &id, 24, 4, "").await.unwrap();
+    let mut w = JournalWriter::create(io.clone(), &id, 24, 4, "")
+        .await
+        .unwrap();
     for i in 0..a.backlog as u64 {
         w.append(&write_4k(i)).await.unwrap();
     }
-    let (mut f, _) = follower(&io, &id, FollowerConfig { probe_ceiling: None, ..Default::default() }).await;
+    let (mut f, _) = follower(
+        &io,
+        &id,
+        FollowerConfig {
+            probe_ceiling: None,
+            ..Default::default()
+        },
+    )
+    .await;
     let start = Instant::now();
     let (mut n, mut bytes) = (0usize, 0usize);
     while n < a.backlog {
@@ -120,7 +173,11 @@ async fn run<I: IoCtx>(io: I, a: &Args, backend: &str) {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    println!("{backend} backlog: {n} entries, {:.1} MB in {secs:.2} s = {:.0} MB/s", bytes as f64 / 1e6, bytes as f64 / 1e6 / secs);
+    println!(
+        "{backend} backlog: {n} entries, {:.1} MB in {secs:.2} s = {:.0} MB/s",
+        bytes as f64 / 1e6,
+        bytes as f64 / 1e6 / secs
+    );
 }
 
 #[tokio::main]
@@ -133,7 +190,9 @@ async fn main() {
             run(cluster.connect().ioctx("rbd").await.unwrap(), &a, "memory").await;
         }
         Some(conf) => {
-            let c = LibradosCluster::connect(ConnectConfig::from_conf(conf)).await.unwrap();
+            let c = LibradosCluster::connect(ConnectConfig::from_conf(conf))
+                .await
+                .unwrap();
             run(c.ioctx("rbd").await.unwrap(), &a, "ceph").await;
         }
     }
