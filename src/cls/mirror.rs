@@ -13,9 +13,10 @@ use super::{ClsResult, LIST_PAGE, enc, list_map, read, write};
 use crate::format::codec::ListInput;
 use crate::format::entity::EntityInst;
 use crate::format::mirror::{
-    MIRRORING_OBJECT, MirrorImage, MirrorImageSetInput, MirrorImageSiteStatus, MirrorImageStatus,
-    MirrorImageStatusListOutput, MirrorImageStatusSetInput, MirrorMode, MirrorPeer,
-    MirrorPeerDirection, MirrorPeerPingInput, MirrorPeerSetDirectionInput, MirrorPeerSetInput,
+    MIRROR_LEADER_OBJECT, MIRRORING_OBJECT, MirrorImage, MirrorImageSetInput,
+    MirrorImageSiteStatus, MirrorImageStatus, MirrorImageStatusListOutput,
+    MirrorImageStatusSetInput, MirrorMode, MirrorPeer, MirrorPeerDirection, MirrorPeerPingInput,
+    MirrorPeerSetDirectionInput, MirrorPeerSetInput,
 };
 use crate::rados::IoCtx;
 
@@ -204,6 +205,41 @@ pub async fn image_status_remove_down<I: IoCtx>(io: &I) -> ClsResult<()> {
         CLASS,
         "mirror_image_status_remove_down",
         Bytes::new(),
+    )
+    .await
+}
+
+/// The mirror daemons registered on this pool's `rbd_mirror_leader` (by instance id);
+/// `ENOENT` before any registered.
+pub async fn instances_list<I: IoCtx>(io: &I) -> ClsResult<Vec<String>> {
+    read(
+        io,
+        MIRROR_LEADER_OBJECT,
+        CLASS,
+        "mirror_instances_list",
+        Bytes::new(),
+    )
+    .await
+}
+
+pub async fn instances_add<I: IoCtx>(io: &I, instance_id: &str) -> ClsResult<()> {
+    write(
+        io,
+        MIRROR_LEADER_OBJECT,
+        CLASS,
+        "mirror_instances_add",
+        enc(instance_id),
+    )
+    .await
+}
+
+pub async fn instances_remove<I: IoCtx>(io: &I, instance_id: &str) -> ClsResult<()> {
+    write(
+        io,
+        MIRROR_LEADER_OBJECT,
+        CLASS,
+        "mirror_instances_remove",
+        enc(instance_id),
     )
     .await
 }

@@ -11,6 +11,7 @@ mod cls_lock;
 mod cls_rbd_cli;
 mod cls_rbd_dir;
 mod cls_rbd_image;
+mod cls_rbd_leader;
 mod cls_rbd_mirror;
 mod cls_rbd_snaps;
 mod cls_rbd_status;
@@ -48,6 +49,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    cls_rbd_leader::mirror_instances,
     data::cluster_and_pools,
     data::data_ops_and_versions,
     data::zero_and_truncate,

@@ -12,6 +12,7 @@ mod lock;
 mod rbd_dir;
 mod rbd_id;
 mod rbd_image;
+mod rbd_leader;
 mod rbd_mirror;
 
 use std::collections::{BTreeMap, HashMap};
@@ -49,6 +50,7 @@ impl ClsRegistry {
         rbd_id::register(&mut r);
         rbd_image::register(&mut r);
         rbd_mirror::register(&mut r);
+        rbd_leader::register(&mut r);
         rbd_dir::register(&mut r);
         journal::register(&mut r);
         lock::register(&mut r);
