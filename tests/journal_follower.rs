@@ -8,7 +8,6 @@
 #[allow(dead_code)]
 mod support;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -260,20 +259,7 @@ async fn real_librbd_notifications_wake_the_follower() {
     };
     let image = format!("follow-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let spec = format!("rbd/{image}");
-    let conf = support::conf_path();
-    let rbd = |args: &[&str]| {
-        let out = Command::new("rbd")
-            .args(["-c", conf.as_str()])
-            .args(args)
-            .output()
-            .expect("rbd CLI");
-        assert!(
-            out.status.success(),
-            "rbd {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let rbd = |args: &[&str]| support::cli("rbd", args);
     rbd(&[
         "create",
         "--size",

@@ -8,8 +8,6 @@
 #[allow(dead_code)]
 mod support;
 
-use std::process::Command;
-
 use bytes::Bytes;
 use rbd_relay::cls::journal as cls;
 use rbd_relay::format::entry::Entry;
@@ -115,21 +113,6 @@ async fn our_writer_across_sets_tags_and_restarts() {
     assert_eq!(ids(&read_all(&mut r).await), [(3, 0)]);
 }
 
-fn rbd(args: &[&str]) -> String {
-    let conf = support::conf_path();
-    let out = Command::new("rbd")
-        .args(["-c", conf.as_str()])
-        .args(args)
-        .output()
-        .expect("rbd CLI");
-    assert!(
-        out.status.success(),
-        "rbd {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_librbd_journal() {
     let Some((_c, io)) = support::librados("real_librbd_journal").await else {
@@ -137,53 +120,62 @@ async fn real_librbd_journal() {
     };
     let image = format!("reader-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let spec = format!("rbd/{image}");
-    rbd(&[
-        "create",
-        "--size",
-        "16M",
-        "--image-feature",
-        "exclusive-lock,journaling",
-        "--journal-object-size",
-        "4K",
-        "--journal-splay-width",
-        "4",
-        &spec,
-    ]);
+    support::cli(
+        "rbd",
+        &[
+            "create",
+            "--size",
+            "16M",
+            "--image-feature",
+            "exclusive-lock,journaling",
+            "--journal-object-size",
+            "4K",
+            "--journal-splay-width",
+            "4",
+            &spec,
+        ],
+    );
     let info: serde_json::Value =
-        serde_json::from_str(&rbd(&["info", "--format", "json", &spec])).unwrap();
+        serde_json::from_str(&support::cli("rbd", &["info", "--format", "json", &spec])).unwrap();
     let id = info["id"].as_str().unwrap().to_string();
     // Our client first: an empty position keeps librbd from trimming what we have not read.
     cls::client_register(&io, &header_oid(&id), "rbd-relay-test", Bytes::new())
         .await
         .unwrap();
 
-    rbd(&[
-        "bench",
-        "--io-type",
-        "write",
-        "--io-size",
-        "4K",
-        "--io-total",
-        "160K",
-        "--io-pattern",
-        "rand",
-        &spec,
-    ]);
-    rbd(&["resize", "--size", "32M", &spec]);
-    rbd(&["snap", "create", &format!("{spec}@s1")]);
-    rbd(&[
-        "bench",
-        "--io-type",
-        "write",
-        "--io-size",
-        "16K",
-        "--io-total",
-        "64K",
-        "--io-pattern",
-        "seq",
-        &spec,
-    ]);
-    rbd(&["image-meta", "set", &spec, "k", "v"]);
+    support::cli(
+        "rbd",
+        &[
+            "bench",
+            "--io-type",
+            "write",
+            "--io-size",
+            "4K",
+            "--io-total",
+            "160K",
+            "--io-pattern",
+            "rand",
+            &spec,
+        ],
+    );
+    support::cli("rbd", &["resize", "--size", "32M", &spec]);
+    support::cli("rbd", &["snap", "create", &format!("{spec}@s1")]);
+    support::cli(
+        "rbd",
+        &[
+            "bench",
+            "--io-type",
+            "write",
+            "--io-size",
+            "16K",
+            "--io-total",
+            "64K",
+            "--io-pattern",
+            "seq",
+            &spec,
+        ],
+    );
+    support::cli("rbd", &["image-meta", "set", &spec, "k", "v"]);
 
     let mut r = JournalReader::open(io.clone(), &id, &ObjectSetPosition::default())
         .await
@@ -196,15 +188,18 @@ async fn real_librbd_journal() {
     );
 
     // Ceph's own reader lists the same entries: tag and event type, one for one, in order.
-    let text = rbd(&[
-        "journal",
-        "inspect",
-        "-p",
+    let text = support::cli(
         "rbd",
-        "--image",
-        &image,
-        "--verbose",
-    ]);
+        &[
+            "journal",
+            "inspect",
+            "-p",
+            "rbd",
+            "--image",
+            &image,
+            "--verbose",
+        ],
+    );
     assert!(
         text.contains(&format!("{} entries inspected, 0 errors", all.len())),
         "we read {}: {text}",
@@ -254,6 +249,6 @@ async fn real_librbd_journal() {
     cls::client_unregister(&io, &header_oid(&id), "rbd-relay-test")
         .await
         .unwrap();
-    rbd(&["snap", "purge", &spec]);
-    rbd(&["rm", &spec]);
+    support::cli("rbd", &["snap", "purge", &spec]);
+    support::cli("rbd", &["rm", &spec]);
 }

@@ -8,8 +8,6 @@
 #[allow(dead_code)]
 mod support;
 
-use std::process::Command;
-
 use bytes::Bytes;
 use rbd_relay::cls::journal as cls;
 use rbd_relay::format::UTime;
@@ -115,10 +113,9 @@ async fn commit_after_tag1<I: IoCtx>(io: &I, id: &str) {
 
 /// `rbd journal inspect --verbose` of a journal in the lab's pool `rbd`.
 fn inspect(id: &str) -> String {
-    let out = Command::new("rbd")
-        .args([
-            "-c",
-            &support::conf_path(),
+    support::cli(
+        "rbd",
+        &[
             "journal",
             "inspect",
             "-p",
@@ -126,15 +123,8 @@ fn inspect(id: &str) -> String {
             "--journal",
             id,
             "--verbose",
-        ])
-        .output()
-        .expect("rbd CLI");
-    assert!(
-        out.status.success(),
-        "rbd journal inspect failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        ],
+    )
 }
 
 #[tokio::test]

@@ -4,8 +4,6 @@
 //! status` (`up` while this client watches `rbd_mirroring`). Runs in a pool of its own,
 //! deleted at the end. Fails without a lab unless `RBD_RELAY_SKIP_CEPH=1`.
 
-use std::process::Command;
-
 use rbd_relay::cls::{dir, mirror as m};
 use rbd_relay::format::codec::UTime;
 use rbd_relay::format::mirror::{
@@ -14,23 +12,7 @@ use rbd_relay::format::mirror::{
 };
 use rbd_relay::rados::{IoCtx, Rados};
 
-use crate::harness;
-
-/// Runs `ceph` or `rbd` against the lab's site-a; its stdout, or a panic with its stderr.
-fn cli(tool: &str, args: &[&str]) -> String {
-    let conf = harness::conf_path();
-    let out = Command::new(tool)
-        .args(["-c", &conf])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{tool}: {e}"));
-    assert!(
-        out.status.success(),
-        "{tool} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::harness::{self, cli};
 
 fn json(tool: &str, args: &[&str]) -> serde_json::Value {
     let out = cli(tool, args);

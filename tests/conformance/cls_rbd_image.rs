@@ -7,15 +7,14 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use rbd_relay::cls::image as img;
-use rbd_relay::format::codec::ListInput;
 use rbd_relay::format::image::{
     CEPH_NOSNAP, CreateInput, GetFeaturesOutput, GetSizeOutput, ObjectMapUpdateInput,
     StripeUnitCount, features as f,
 };
 use rbd_relay::format::object_map::{ObjectMap, ObjectState};
-use rbd_relay::format::{Decode, Encode};
 use rbd_relay::rados::{Errno, IoCtx, Rados};
 
+use crate::cls_rbd_mirror::list_page;
 use crate::cls_rbd_mirror::{Checks, r};
 use crate::harness::name;
 
@@ -37,24 +36,6 @@ pub async fn header<I: IoCtx>(io: &I, features: u64) -> String {
         .await
         .unwrap();
     oid
-}
-
-async fn list_page<I: IoCtx, T: Decode>(
-    io: &I,
-    oid: &str,
-    method: &str,
-    after: &str,
-    max: u64,
-) -> Result<T, Errno> {
-    let input = ListInput {
-        start_after: after.into(),
-        max_return: max,
-    };
-    let out = io
-        .exec(oid, "rbd", method, input.to_bytes())
-        .await
-        .map_err(|e| e.errno)?;
-    Ok(T::from_bytes(out).expect("decodable"))
 }
 
 pub async fn image_header<R: Rados>(_c: &R, io: &R::IoCtx) {

@@ -394,8 +394,10 @@ pub async fn mirror_peers<R: Rados>(_c: &R, io: &R::IoCtx) {
     c.done();
 }
 
+/// One page of a cls_rbd listing method, raw (to check paging itself).
 pub async fn list_page<I: IoCtx, T: Decode>(
     io: &I,
+    oid: &str,
     method: &str,
     after: &str,
     max: u64,
@@ -405,7 +407,7 @@ pub async fn list_page<I: IoCtx, T: Decode>(
         max_return: max,
     };
     let out = io
-        .exec(MIRRORING_OBJECT, "rbd", method, input.to_bytes())
+        .exec(oid, "rbd", method, input.to_bytes())
         .await
         .map_err(|e| e.errno)?;
     Ok(T::from_bytes(out).expect("decodable"))
@@ -486,14 +488,14 @@ pub async fn mirror_images<R: Rados>(_c: &R, io: &R::IoCtx) {
             .to_vec(),
     );
     let page: Result<std::collections::BTreeMap<String, String>, _> =
-        list_page(&io, "mirror_image_list", "i2", 2).await;
+        list_page(&io, MIRRORING_OBJECT, "mirror_image_list", "i2", 2).await;
     c.eq(
         "page",
         page.map(|p| p.into_keys().collect::<Vec<_>>()),
         Ok(vec!["i3".into(), "i4".into()]),
     );
     let page: Result<std::collections::BTreeMap<String, String>, _> =
-        list_page(&io, "mirror_image_list", "", 0).await;
+        list_page(&io, MIRRORING_OBJECT, "mirror_image_list", "", 0).await;
     c.eq("page of 0", page.map(|p| p.len()), Ok(0));
     c.eq(
         "remove enabled",

@@ -176,7 +176,7 @@ pub async fn mirror_statuses<R: Rados>(c1: &R, io1: &R::IoCtx, _c2: &R, io2: &R:
     );
     c.eq("listed status", listed.statuses.get("i1"), Some(&s));
     let page: Result<MirrorImageStatusListOutput, _> =
-        list_page(&io2, "mirror_image_status_list", "i1", 1).await;
+        list_page(&io2, MIRRORING_OBJECT, "mirror_image_status_list", "i1", 1).await;
     c.eq(
         "status page",
         page.map(|p| (p.images.into_keys().collect::<Vec<_>>(), p.statuses.len())),

@@ -65,3 +65,19 @@ pub fn errno<T>(r: Result<T, RadosError>) -> Errno {
         Err(e) => e.errno,
     }
 }
+
+/// Runs `ceph` or `rbd` against the lab's site-a; its stdout, or a panic with its stderr.
+pub fn cli(tool: &str, args: &[&str]) -> String {
+    let conf = conf_path();
+    let out = std::process::Command::new(tool)
+        .args(["-c", &conf])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool}: {e}"));
+    assert!(
+        out.status.success(),
+        "{tool} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
