@@ -2,7 +2,8 @@
 //! the low-latency heart of rbd-relay (upstream polls every 5 s instead).
 //!
 //!  OPEN: find our client (register it if absent; DISCONNECTED is an error), read after its
-//!        commit position, watch `journal.<id>`
+//!        commit position, watch `journal.<id>` (auto-acked: a busy follower never holds up
+//!        the primary's librbd, which waits up to 5 s for each unacked watcher)
 //!    |
 //!  NEXT: deliver what is readable (within the prefetch budgets)
 //!    |--(caught up)--> WAIT: a notification (a burst is one wake-up), the tail probe, or the
@@ -31,7 +32,7 @@ use crate::backoff::Backoff;
 use crate::cls::journal as cls;
 use crate::format::entry::Entry;
 use crate::format::journal::{ClientState, ObjectPosition, ObjectSetPosition, header_oid};
-use crate::rados::{IoCtx, Watch, WatchEvent};
+use crate::rados::{AckMode, IoCtx, Watch, WatchEvent};
 
 #[derive(Debug, Clone)]
 pub struct FollowerConfig {
@@ -104,10 +105,6 @@ pub struct Follower<I> {
     uncommitted: usize,
     last_commit: Instant,
     in_flight: usize,
-    /// Events seen while we could not wait: re-read before waiting.
-    stale: bool,
-    /// A watch event taken while notifying, handled by the next `wait`.
-    deferred: Option<Option<WatchEvent>>,
     budget: Arc<PrefetchBudget>,
     stats: Arc<FollowerStats>,
 }
@@ -139,7 +136,7 @@ impl<I: IoCtx> Follower<I> {
             });
         }
         // Watch before the first read: whatever is written after the read is notified.
-        let watch = io.watch(&header).await?;
+        let watch = io.watch_with(&header, AckMode::Auto).await?;
         let g = cls::geometry(&io, &header).await?;
         let reader = JournalReader::open(io.clone(), journal_id, &client.commit_position).await?;
         Ok(Follower {
@@ -156,8 +153,6 @@ impl<I: IoCtx> Follower<I> {
             uncommitted: 0,
             last_commit: Instant::now(),
             in_flight: 0,
-            stale: false,
-            deferred: None,
             budget,
             stats,
         })
@@ -169,9 +164,6 @@ impl<I: IoCtx> Follower<I> {
         loop {
             if self.over_budget() {
                 return Ok(Vec::new());
-            }
-            if std::mem::take(&mut self.stale) {
-                self.reader.wake().await?;
             }
             let batch = self.reader.read(self.config.batch_entries).await?;
             if !batch.is_empty() {
@@ -222,33 +214,14 @@ impl<I: IoCtx> Follower<I> {
         Ok(())
     }
 
-    /// Notifies the header while acking what our own watch receives meanwhile (our own
-    /// notify among it): otherwise the notify would wait its whole timeout for us.
-    async fn notify_header(&mut self) {
-        let io = self.io.clone();
-        let notify = io.notify(&self.header, Bytes::new(), Duration::from_secs(5));
-        tokio::pin!(notify);
-        loop {
-            let ev = match self.watch.as_mut() {
-                Some(w) => tokio::select! {
-                    r = &mut notify => return log_notify(r),
-                    ev = w.next() => ev,
-                },
-                None => return log_notify(notify.await),
-            };
-            // The journal may have moved: the next `next` re-reads before it waits.
-            self.stale = true;
-            if let Some(WatchEvent::Notify(n)) = ev {
-                self.stats.notifications.fetch_add(1, Ordering::Relaxed);
-                let _ = self
-                    .io
-                    .notify_ack(&self.header, n.notify_id, n.cookie, Bytes::new())
-                    .await;
-            } else {
-                // Lagged or broken: `wait` handles it first thing.
-                self.deferred = Some(ev);
-                return log_notify(notify.await);
-            }
+    /// Notifies the header (the backend acks for every follower, ourselves included).
+    async fn notify_header(&self) {
+        if let Err(e) = self
+            .io
+            .notify(&self.header, Bytes::new(), Duration::from_secs(5))
+            .await
+        {
+            tracing::debug!(%e, "journal header notify");
         }
     }
 
@@ -270,9 +243,6 @@ impl<I: IoCtx> Follower<I> {
 
     /// Waits for a reason to look at the journal again.
     async fn wait(&mut self) -> Result<(), JournalError> {
-        if let Some(ev) = self.deferred.take() {
-            return self.handle(ev).await;
-        }
         let probe_at = self
             .config
             .probe_ceiling
@@ -305,15 +275,8 @@ impl<I: IoCtx> Follower<I> {
 
     async fn handle(&mut self, ev: Option<WatchEvent>) -> Result<(), JournalError> {
         match ev {
-            Some(WatchEvent::Notify(n)) => {
-                self.stats.notifications.fetch_add(1, Ordering::Relaxed);
-                // Ack at once: librbd waits up to 5 s for every watcher.
-                let _ = self
-                    .io
-                    .notify_ack(&self.header, n.notify_id, n.cookie, Bytes::new())
-                    .await;
-            }
-            Some(WatchEvent::Lagged) => {
+            // Already acked by the backend (an auto-ack watch).
+            Some(WatchEvent::Notify(_)) | Some(WatchEvent::Lagged) => {
                 self.stats.notifications.fetch_add(1, Ordering::Relaxed);
             }
             Some(WatchEvent::Error(errno)) => {
@@ -341,7 +304,7 @@ impl<I: IoCtx> Follower<I> {
     async fn rewatch(&mut self) -> Result<(), JournalError> {
         loop {
             sleep(self.rewatch.next_delay()).await;
-            match self.io.watch(&self.header).await {
+            match self.io.watch_with(&self.header, AckMode::Auto).await {
                 Ok(w) => {
                     self.watch = Some(w);
                     self.rewatch.reset();
@@ -360,12 +323,6 @@ enum Woke {
     Event(Option<WatchEvent>),
     Probe,
     CommitDue,
-}
-
-fn log_notify<T>(r: Result<T, crate::rados::RadosError>) {
-    if let Err(e) = r {
-        tracing::debug!(%e, "journal header notify");
-    }
 }
 
 async fn maybe_sleep_until(at: Option<Instant>) {

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    Errno, IoCtx, NotifyReply, Rados, RadosError, RadosOp, RadosResult, ReadOp, ReadReply,
+    AckMode, Errno, IoCtx, NotifyReply, Rados, RadosError, RadosOp, RadosResult, ReadOp, ReadReply,
     SnapContext, SnapId, Watch, WatchEvent, WriteOp,
 };
 
@@ -234,10 +234,10 @@ impl<I: IoCtx> IoCtx for FaultyIoCtx<I> {
         self.faults.check(RadosOp::Read, oid)?;
         self.inner.operate_read(oid, op).await
     }
-    async fn watch(&self, oid: &str) -> RadosResult<Watch> {
+    async fn watch_with(&self, oid: &str, ack: AckMode) -> RadosResult<Watch> {
         self.faults.check(RadosOp::Watch, oid)?;
-        let mut inner = self.inner.watch(oid).await?;
-        let (tx, outer) = Watch::channel(inner.cookie);
+        let mut inner = self.inner.watch_with(oid, ack).await?;
+        let (tx, outer) = Watch::channel(inner.cookie, AckMode::Consumer);
         let (faults, io, oid) = (self.faults.clone(), self.inner.clone(), oid.to_string());
         // Forwarder: ends when the inner watch ends (unwatch) or the consumer drops its side.
         tokio::spawn(async move {
@@ -253,14 +253,16 @@ impl<I: IoCtx> IoCtx for FaultyIoCtx<I> {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                if copies == 0 {
+                // An auto-ack watch was acked by the backend already.
+                let must_ack = ack == AckMode::Consumer;
+                if copies == 0 && must_ack {
                     // Lost on the way: the notifier still gets its ack, the consumer nothing.
                     let _ = io
                         .notify_ack(&oid, n.notify_id, n.cookie, Bytes::new())
                         .await;
                 }
                 for _ in 0..copies {
-                    if !tx.offer(n.clone()) {
+                    if !tx.offer(n.clone()) && must_ack {
                         let _ = io
                             .notify_ack(&oid, n.notify_id, n.cookie, Bytes::new())
                             .await;

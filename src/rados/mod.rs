@@ -80,6 +80,18 @@ pub struct Notification {
     pub payload: Bytes,
 }
 
+/// Who acknowledges a watch's notifications.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckMode {
+    /// The consumer acks each one with [`IoCtx::notify_ack`], possibly with a reply payload
+    /// (an image header's lock requests need one).
+    Consumer,
+    /// The backend acks each one with an empty payload as it arrives, before the consumer
+    /// sees it: for objects whose notifiers want no answer (journal headers), so a busy
+    /// consumer never holds a notifier up (librbd waits up to 5 s per unacked watcher).
+    Auto,
+}
+
 /// Capacity of a watch's queue before notifications are auto-acked and reported `Lagged`.
 pub const WATCH_QUEUE: usize = 256;
 
@@ -105,11 +117,12 @@ struct WatchFlags {
 #[derive(Clone)]
 pub struct WatchSender {
     events: mpsc::Sender<WatchEvent>,
+    ack: AckMode,
     flags: Arc<WatchFlags>,
 }
 
 impl Watch {
-    pub fn channel(cookie: u64) -> (WatchSender, Watch) {
+    pub fn channel(cookie: u64, ack: AckMode) -> (WatchSender, Watch) {
         let (tx, rx) = mpsc::channel(WATCH_QUEUE);
         let flags = Arc::new(WatchFlags::default());
         let watch = Watch {
@@ -118,7 +131,14 @@ impl Watch {
             flags: flags.clone(),
             stash: None,
         };
-        (WatchSender { events: tx, flags }, watch)
+        (
+            WatchSender {
+                events: tx,
+                flags,
+                ack,
+            },
+            watch,
+        )
     }
 
     /// The next event; `None` after unwatch. Cancel safe.
@@ -149,11 +169,12 @@ impl Watch {
 }
 
 impl WatchSender {
-    /// Hands a notification to the consumer without blocking. Returns false when the queue
-    /// was full or closed: the caller must then ack the notify itself.
+    /// Hands a notification to the consumer without blocking. Returns false when the
+    /// backend must ack the notify itself, at once: an auto-ack watch, or a queue that was
+    /// full or closed.
     pub fn offer(&self, n: Notification) -> bool {
         match self.events.try_send(WatchEvent::Notify(n)) {
-            Ok(()) => true,
+            Ok(()) => self.ack == AckMode::Consumer,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 // The queue is non-empty, so the consumer will wake and see the flag.
                 self.flags.lagged.store(true, Ordering::Release);
@@ -212,7 +233,8 @@ pub trait IoCtx: Clone + Send + Sync + 'static {
     /// Runs a compound read; fails with the first failing step's errno.
     async fn operate_read(&self, oid: &str, op: ReadOp) -> RadosResult<ReadReply>;
 
-    async fn watch(&self, oid: &str) -> RadosResult<Watch>;
+    /// Watches an object; see [`AckMode`] for who acks its notifications.
+    async fn watch_with(&self, oid: &str, ack: AckMode) -> RadosResult<Watch>;
     async fn unwatch(&self, cookie: u64) -> RadosResult<()>;
     /// How long ago the watch was last confirmed alive, or its error (e.g. `ENOTCONN`).
     async fn watch_check(&self, cookie: u64) -> RadosResult<Duration>;
@@ -245,6 +267,11 @@ pub trait IoCtx: Clone + Send + Sync + 'static {
     async fn list_objects(&self) -> RadosResult<Vec<String>>;
 
     // ---- conveniences over the primitives (backends do not override these) ----
+
+    /// Watches an object; the consumer acks each notification.
+    async fn watch(&self, oid: &str) -> RadosResult<Watch> {
+        self.watch_with(oid, AckMode::Consumer).await
+    }
 
     async fn read(&self, oid: &str, offset: u64, len: u64) -> RadosResult<Bytes> {
         data(

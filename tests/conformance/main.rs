@@ -49,6 +49,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    watch::auto_ack,
     cls_rbd_leader::mirror_instances,
     data::cluster_and_pools,
     data::data_ops_and_versions,

@@ -148,3 +148,33 @@ pub async fn dropped_stream_is_acked<R: Rados>(c: &R, io: &R::IoCtx) {
     io.unwatch(cookie).await.unwrap();
     io.remove(&oid).await.unwrap();
 }
+
+/// An auto-ack watch: the backend acks each notification as it arrives (the notifier never
+/// waits for the consumer) and still delivers it.
+pub async fn auto_ack<R: Rados>(c: &R, io: &R::IoCtx) {
+    let oid = watched(io, "autoack").await;
+    let mut watch = io
+        .watch_with(&oid, rbd_relay::rados::AckMode::Auto)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let reply = io
+        .notify(&oid, Bytes::from_static(b"x"), Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "notifier waited for the consumer"
+    );
+    assert_eq!((reply.acks.len(), reply.timeouts.len()), (1, 0));
+    assert_eq!(
+        (reply.acks[0].notifier_id, reply.acks[0].cookie),
+        (c.instance_id(), watch.cookie)
+    );
+    let Some(WatchEvent::Notify(n)) = watch.next().await else {
+        panic!("not delivered")
+    };
+    assert_eq!(n.payload, Bytes::from_static(b"x"));
+    io.unwatch(watch.cookie).await.unwrap();
+    io.remove(&oid).await.unwrap();
+}

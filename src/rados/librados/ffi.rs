@@ -386,7 +386,7 @@ impl Drop for Cluster {
             .drain()
             .collect();
         let (handle, connected) = (SendPtr(self.handle), self.connected);
-        std::thread::spawn(move || {
+        let shutdown = std::thread::spawn(move || {
             let handle = handle;
             if connected {
                 for (cookie, reg) in &watches {
@@ -401,6 +401,31 @@ impl Drop for Cluster {
             // SAFETY: the client is unreferenced; shut down once.
             unsafe { rados_shutdown(handle.0) };
         });
+        pending_shutdowns().push(shutdown);
+    }
+}
+
+/// Shutdown threads not yet joined. A process that exits while one still runs would tear
+/// librados' globals down under it (seen: `boost::bad_get` aborting a test binary at exit),
+/// so an exit handler joins them first.
+fn pending_shutdowns() -> std::sync::MutexGuard<'static, Vec<std::thread::JoinHandle<()>>> {
+    static PENDING: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> =
+        std::sync::Mutex::new(Vec::new());
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    AT_EXIT.call_once(|| {
+        // SAFETY: registers a plain `extern "C" fn()`; librados, loaded before us, registered
+        // its own exit-time destructors earlier, so ours runs first.
+        unsafe { libc::atexit(join_pending_shutdowns) };
+    });
+    let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    pending.retain(|h| !h.is_finished());
+    pending
+}
+
+extern "C" fn join_pending_shutdowns() {
+    let handles = std::mem::take(&mut *pending_shutdowns());
+    for h in handles {
+        let _ = h.join();
     }
 }
 

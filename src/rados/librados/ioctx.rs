@@ -21,8 +21,8 @@ use super::blocking;
 use super::ffi::{self, Cluster, IoTune, RawIoCtx};
 use super::reply::decode_notify_reply;
 use crate::rados::{
-    Errno, IoCtx, NOSNAP, NotifyReply, RadosError, RadosOp, RadosResult, ReadOp, ReadReply,
-    ReadStep, SnapContext, SnapId, Watch, WriteOp, WriteStep,
+    AckMode, Errno, IoCtx, NOSNAP, NotifyReply, RadosError, RadosOp, RadosResult, ReadOp,
+    ReadReply, ReadStep, SnapContext, SnapId, Watch, WriteOp, WriteStep,
 };
 
 /// What a cached librados ioctx is tuned for.
@@ -248,8 +248,8 @@ impl IoCtx for LibradosIoCtx {
         Ok(ReadReply { results, version })
     }
 
-    async fn watch(&self, oid: &str) -> RadosResult<Watch> {
-        let (sender, mut watch) = Watch::channel(0);
+    async fn watch_with(&self, oid: &str, ack: AckMode) -> RadosResult<Watch> {
+        let (sender, mut watch) = Watch::channel(0, ack);
         let (cluster, pool, ns, o) = (
             self.inner.cluster.clone(),
             self.inner.pool_id,

@@ -30,8 +30,8 @@ use self::cls::{Caller, ClsFlags, ClsRegistry};
 use self::store::{Object, OpEnv};
 use self::watch::{ObjKey, Watches};
 use super::{
-    Errno, IoCtx, NOSNAP, NotifyReply, Rados, RadosError, RadosOp, RadosResult, ReadOp, ReadReply,
-    ReadStep, SnapContext, SnapId, Watch, WriteOp,
+    AckMode, Errno, IoCtx, NOSNAP, NotifyReply, Rados, RadosError, RadosOp, RadosResult, ReadOp,
+    ReadReply, ReadStep, SnapContext, SnapId, Watch, WriteOp,
 };
 
 struct Pool {
@@ -423,12 +423,12 @@ impl IoCtx for MemoryIoCtx {
         result
     }
 
-    async fn watch(&self, oid: &str) -> RadosResult<Watch> {
+    async fn watch_with(&self, oid: &str, ack: AckMode) -> RadosResult<Watch> {
         self.require_object(RadosOp::Watch, oid)?;
         Ok(self
             .cluster()
             .watches
-            .watch(self.key(oid), self.conn.caller))
+            .watch(self.key(oid), self.conn.caller, ack))
     }
     async fn unwatch(&self, cookie: u64) -> RadosResult<()> {
         self.conn

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::cls::Caller;
-use crate::rados::{Errno, Notification, NotifyAck, NotifyReply, Watch, WatchSender};
+use crate::rados::{AckMode, Errno, Notification, NotifyAck, NotifyReply, Watch, WatchSender};
 
 /// Identifies an object across pools and namespaces.
 pub(super) type ObjKey = (i64, String, String);
@@ -66,11 +66,11 @@ impl Watches {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn watch(&self, key: ObjKey, caller: Caller) -> Watch {
+    pub(super) fn watch(&self, key: ObjKey, caller: Caller, ack: AckMode) -> Watch {
         let mut st = self.lock();
         st.next_id += 1;
         let cookie = st.next_id;
-        let (sender, watch) = Watch::channel(cookie);
+        let (sender, watch) = Watch::channel(cookie, ack);
         st.watches.insert(
             cookie,
             WatchEntry {
