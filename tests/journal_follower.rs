@@ -257,20 +257,8 @@ async fn real_librbd_notifications_wake_the_follower() {
     else {
         return;
     };
-    let image = format!("follow-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let spec = format!("rbd/{image}");
+    let (_image, spec, id) = support::journaled_image("follow", &[]);
     let rbd = |args: &[&str]| support::cli("rbd", args);
-    rbd(&[
-        "create",
-        "--size",
-        "16M",
-        "--image-feature",
-        "exclusive-lock,journaling",
-        &spec,
-    ]);
-    let info: serde_json::Value =
-        serde_json::from_str(&rbd(&["info", "--format", "json", &spec])).unwrap();
-    let id = info["id"].as_str().unwrap().to_string();
     let (mut f, stats) = follower(io.clone(), &id, notify_only()).await;
     // librbd with a short commit age notifies the header right after each write; the
     // follower, caught up and with its probe off, can only learn of them that way.
@@ -295,7 +283,6 @@ async fn real_librbd_notifications_wake_the_follower() {
     assert_eq!(got, (0..got.len() as u64).collect::<Vec<_>>());
     assert!(stats.notifications.load(Ordering::Relaxed) > 0);
     assert_eq!(stats.probes.load(Ordering::Relaxed), 0);
-    assert!(stats.notifications.load(Ordering::Relaxed) > 0);
     f.flush_commit().await.unwrap();
     f.close().await;
     cls::client_unregister(&io, &header_oid(&id), "peer")
@@ -310,21 +297,7 @@ async fn real_librbd_trims_behind_our_commits() {
         return;
     };
     let rbd = |args: &[&str]| support::cli("rbd", args);
-    let image = format!("trim-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let spec = format!("rbd/{image}");
-    rbd(&[
-        "create",
-        "--size",
-        "16M",
-        "--image-feature",
-        "exclusive-lock,journaling",
-        "--journal-object-size",
-        "4K",
-        &spec,
-    ]);
-    let info: serde_json::Value =
-        serde_json::from_str(&rbd(&["info", "--format", "json", &spec])).unwrap();
-    let id = info["id"].as_str().unwrap().to_string();
+    let (image, spec, id) = support::journaled_image("trim", &["--journal-object-size", "4K"]);
     let header = header_oid(&id);
     let (mut f, _) = follower(io.clone(), &id, notify_only()).await;
     rbd(&[

@@ -118,26 +118,10 @@ async fn real_librbd_journal() {
     let Some((_c, io)) = support::librados("real_librbd_journal").await else {
         return;
     };
-    let image = format!("reader-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let spec = format!("rbd/{image}");
-    support::cli(
-        "rbd",
-        &[
-            "create",
-            "--size",
-            "16M",
-            "--image-feature",
-            "exclusive-lock,journaling",
-            "--journal-object-size",
-            "4K",
-            "--journal-splay-width",
-            "4",
-            &spec,
-        ],
+    let (image, spec, id) = support::journaled_image(
+        "reader",
+        &["--journal-object-size", "4K", "--journal-splay-width", "4"],
     );
-    let info: serde_json::Value =
-        serde_json::from_str(&support::cli("rbd", &["info", "--format", "json", &spec])).unwrap();
-    let id = info["id"].as_str().unwrap().to_string();
     // Our client first: an empty position keeps librbd from trimming what we have not read.
     cls::client_register(&io, &header_oid(&id), "rbd-relay-test", Bytes::new())
         .await

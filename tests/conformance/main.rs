@@ -17,6 +17,7 @@ mod cls_rbd_snaps;
 mod cls_rbd_status;
 mod data;
 #[path = "../support/mod.rs"]
+#[allow(dead_code)] // each test crate uses part of the shared support
 mod harness;
 mod librados_only;
 mod omap;

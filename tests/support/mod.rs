@@ -81,3 +81,29 @@ pub fn cli(tool: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A fresh 16 MiB journaled image in the lab's pool `rbd`, made by the `rbd` CLI with
+/// `journal_args` (e.g. `--journal-object-size 4K`): its name, `rbd/<name>` spec and id.
+pub fn journaled_image(prefix: &str, journal_args: &[&str]) -> (String, String, String) {
+    let image = format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let spec = format!("rbd/{image}");
+    let create = [
+        "create",
+        "--size",
+        "16M",
+        "--image-feature",
+        "exclusive-lock,journaling",
+    ];
+    cli(
+        "rbd",
+        &[&create[..], journal_args, &[spec.as_str()]].concat(),
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&cli("rbd", &["info", "--format", "json", &spec]))
+            .expect("rbd info json");
+    let id = info["id"].as_str().expect("image id").to_string();
+    (image, spec, id)
+}
