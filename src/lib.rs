@@ -7,8 +7,14 @@
 //! - [`journal`]: RBD journals at the RADOS level (writer; the follower comes next).
 //! - [`rados`]: the storage seam (async traits) with the `librados` and `memory` backends.
 
+pub mod admin_socket;
 pub mod backoff;
+pub mod ceph_conf;
 pub mod cls;
+pub mod config;
+pub mod demo;
 pub mod format;
 pub mod journal;
+pub mod mirror;
 pub mod rados;
+pub mod rbd;

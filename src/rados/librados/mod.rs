@@ -42,6 +42,11 @@ impl CephKey {
     pub fn new(key: impl Into<String>) -> Self {
         CephKey(key.into())
     }
+
+    /// The secret itself: only for handing it to librados or comparing keys.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
 impl fmt::Debug for CephKey {

@@ -1,0 +1,293 @@
+//! IMAGE_SYNC: a full copy of the primary into the fresh local image, from a sync-point
+//! snapshot, so replay can start right after that snapshot. Replaces upstream's ImageSync
+//! (SyncPointCreate → ImageCopy/deep copy → SyncPointPrune).
+//!
+//! ```text
+//!  CREATE_SYNC_POINT  (skipped when the client meta already records one)
+//!     take the primary's exclusive lock (librbd's owner releases on request), journal
+//!     SnapCreate, create `.rbd-mirror.<our uuid>.<uuid>`, journal OpFinish, commit,
+//!     release; record the sync point and set our journal client's commit position to the
+//!     OpFinish entry: replay starts exactly after the snapshot
+//!  COPY_SNAPSHOTS  every older user snapshot, oldest first: resize, copy its objects,
+//!     create it locally (protected if it is), record primary → local snap id (snap_seqs)
+//!                  <- resumes after the last recorded snapshot
+//!  COPY_HEAD       objects as of the sync point, in parallel (bounded), checkpointing the
+//!                  object number in the client meta  <- resumes at the checkpoint
+//!  PRUNE_SYNC_POINT  remove the snapshot on the primary (journaled the same way) and
+//!                  mark the client REPLAYING
+//! ```
+//! Objects absent on the primary are removed locally (a rerun may have copied them before
+//! the primary discarded them); only allocated objects move data.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::cls::image as cls_image;
+use crate::cls::journal as cls_journal;
+use crate::format::Encode;
+use crate::format::client_data::{
+    ClientData, MirrorPeerClientMeta, MirrorPeerState, MirrorPeerSyncPoint,
+};
+use crate::format::codec::UTime;
+use crate::format::event::{Event, EventEntry};
+use crate::format::image::{ProtectionStatus, SnapshotInfo, SnapshotNamespace};
+use crate::format::journal::{ObjectSetPosition, header_oid};
+use crate::format::notify::{ClientId, HeaderNotify};
+use crate::journal::writer::JournalWriter;
+use crate::rados::{IoCtx, NOSNAP};
+use crate::rbd::{Image, RbdError};
+
+use super::{PoolCtx, ReplayError};
+
+/// How long to wait for the primary's lock owner to hand the lock over.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+/// Checkpoint the copy at most this often.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Reports progress as (objects done, objects total) of the current phase.
+pub trait Progress {
+    fn progress(&mut self, phase: &str, done: u64, total: u64);
+}
+
+pub async fn run<I: IoCtx>(
+    ctx: &PoolCtx<I>,
+    remote_image_id: &str,
+    local: &mut Image<I>,
+    meta: &mut MirrorPeerClientMeta,
+    objects_in_flight: usize,
+    progress: &mut (dyn Progress + Send),
+) -> Result<(), ReplayError> {
+    let header = header_oid(remote_image_id);
+    // CREATE_SYNC_POINT
+    if meta.sync_points.is_empty() {
+        let name = format!(".rbd-mirror.{}.{}", ctx.local_uuid, uuid::Uuid::new_v4());
+        let position = journaled_snap_op(ctx, remote_image_id, &name, true).await?;
+        meta.sync_points.push(MirrorPeerSyncPoint {
+            snap_name: name,
+            from_snap_name: String::new(),
+            object_number: None,
+            snap_namespace: SnapshotNamespace::User,
+        });
+        save_meta(ctx, &header, meta).await?;
+        cls_journal::client_commit(&ctx.remote_io, &header, &ctx.local_uuid, position).await?;
+    }
+    let sync_point = meta.sync_points[0].clone();
+    let remote = Image::open(ctx.remote_io.clone(), remote_image_id).await?;
+    let Some(point) = remote
+        .snapshot_by_name(&sync_point.snap_name, &SnapshotNamespace::User)
+        .cloned()
+    else {
+        // Pruned by someone else: start the sync over.
+        meta.sync_points.clear();
+        save_meta(ctx, &header, meta).await?;
+        return Err(ReplayError::SyncPointLost(sync_point.snap_name));
+    };
+    // COPY_SNAPSHOTS
+    let older: Vec<SnapshotInfo> = remote
+        .snapshots()
+        .iter()
+        .filter(|s| s.id < point.id && s.snapshot_namespace == SnapshotNamespace::User)
+        .filter(|s| !s.name.starts_with(".rbd-mirror."))
+        .filter(|s| !meta.snap_seqs.contains_key(&s.id))
+        .cloned()
+        .collect();
+    for snap in &older {
+        let phase = format!("snapshot {}", snap.name);
+        copy_objects(&remote, local, snap, 0, objects_in_flight, progress, None).await?;
+        progress.progress(&phase, 1, 1);
+        let local_id = match local.snap_create(&snap.name, SnapshotNamespace::User).await {
+            Err(RbdError::Exists(_)) => local
+                .snapshot_by_name(&snap.name, &SnapshotNamespace::User)
+                .map(|s| s.id)
+                .unwrap_or(NOSNAP),
+            other => other?,
+        };
+        let status =
+            cls_image::get_protection_status(remote.io(), &remote_header(&remote), snap.id).await?;
+        if status == ProtectionStatus::Protected {
+            local.snap_protect(&snap.name).await?;
+        }
+        meta.snap_seqs.insert(snap.id, local_id);
+        save_meta(ctx, &header, meta).await?;
+    }
+    // COPY_HEAD
+    let start = sync_point.object_number.unwrap_or(0);
+    let head = Checkpoint {
+        ctx,
+        header: &header,
+        meta,
+    };
+    copy_objects(
+        &remote,
+        local,
+        &point,
+        start,
+        objects_in_flight,
+        progress,
+        Some(head),
+    )
+    .await?;
+    // PRUNE_SYNC_POINT
+    journaled_snap_op(ctx, remote_image_id, &sync_point.snap_name, false).await?;
+    meta.sync_points.clear();
+    meta.state = MirrorPeerState::Replaying;
+    meta.sync_object_count = remote.object_count();
+    save_meta(ctx, &header, meta).await?;
+    Ok(())
+}
+
+fn remote_header<I: IoCtx>(remote: &Image<I>) -> String {
+    crate::format::image::oids::header(remote.id())
+}
+
+/// Where the head copy records how far it got.
+struct Checkpoint<'a, I> {
+    ctx: &'a PoolCtx<I>,
+    header: &'a str,
+    meta: &'a mut MirrorPeerClientMeta,
+}
+
+/// Copies every object of `remote` as of `snap` into `local`'s head, from `start` on.
+/// Completions arrive in object order, so a checkpoint is a safe resume point.
+async fn copy_objects<I: IoCtx>(
+    remote: &Image<I>,
+    local: &mut Image<I>,
+    snap: &SnapshotInfo,
+    start: u64,
+    in_flight: usize,
+    progress: &mut (dyn Progress + Send),
+    mut checkpoint: Option<Checkpoint<'_, I>>,
+) -> Result<(), ReplayError> {
+    if local.size() != snap.image_size {
+        local.resize(snap.image_size).await?;
+    }
+    let total = crate::rbd::layout::object_count(remote.order(), snap.image_size);
+    let local_ref: &Image<I> = local;
+    let mut copies = futures::stream::iter(start..total)
+        .map(|n| async move {
+            let data: Option<Bytes> = remote.read_object(n, Some(snap.id)).await?;
+            let absent = data.is_none();
+            match local_ref.write_object(n, data).await {
+                // Removing what is not there: nothing to do.
+                Err(e) if absent && e.errno() == Some(crate::rados::Errno::ENOENT) => {}
+                other => other?,
+            }
+            Ok::<u64, RbdError>(n)
+        })
+        .buffered(in_flight.max(1));
+    let mut saved = Instant::now();
+    while let Some(n) = copies.try_next().await? {
+        if let Some(cp) = checkpoint.as_mut() {
+            progress.progress("image", n + 1, total);
+            if saved.elapsed() >= CHECKPOINT_EVERY {
+                saved = Instant::now();
+                cp.meta.sync_points[0].object_number = Some(n + 1);
+                save_meta(cp.ctx, cp.header, cp.meta).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn save_meta<I: IoCtx>(
+    ctx: &PoolCtx<I>,
+    header: &str,
+    meta: &MirrorPeerClientMeta,
+) -> Result<(), ReplayError> {
+    let data = ClientData::MirrorPeer(meta.clone()).to_bytes();
+    cls_journal::client_update_data(&ctx.remote_io, header, &ctx.local_uuid, data).await?;
+    Ok(())
+}
+
+/// Creates (or removes) a snapshot on the primary the way librbd would as lock owner:
+/// under the exclusive lock, journaled in a new epoch, committed. Returns the position of
+/// the op's last entry.
+async fn journaled_snap_op<I: IoCtx>(
+    ctx: &PoolCtx<I>,
+    image_id: &str,
+    name: &str,
+    create: bool,
+) -> Result<ObjectSetPosition, ReplayError> {
+    let mut image = Image::open(ctx.remote_io.clone(), image_id).await?;
+    take_lock(&mut image).await?;
+    let result = async {
+        let mut journal = JournalWriter::open(ctx.remote_io.clone(), image_id).await?;
+        let ns = SnapshotNamespace::User;
+        let event = if create {
+            Event::SnapCreate {
+                op_tid: 1,
+                snap_name: name.into(),
+                snap_namespace: ns.clone(),
+            }
+        } else {
+            Event::SnapRemove {
+                op_tid: 1,
+                snap_name: name.into(),
+                snap_namespace: ns.clone(),
+            }
+        };
+        journal.append(&stamped(event)).await?;
+        let r = if create {
+            image.snap_create(name, ns).await.map(drop)
+        } else {
+            match image.snap_remove(name, &ns).await {
+                Err(RbdError::SnapshotNotFound(_)) => Ok(()),
+                other => other,
+            }
+        };
+        let errno = match &r {
+            Ok(()) => 0,
+            Err(_) => -5,
+        };
+        let finish = journal
+            .append(&stamped(Event::OpFinish {
+                op_tid: 1,
+                r: errno,
+            }))
+            .await?;
+        let position = ObjectSetPosition {
+            object_positions: vec![finish],
+        };
+        journal.commit(position.clone()).await?;
+        r?;
+        Ok::<_, ReplayError>(position)
+    }
+    .await;
+    image.release_lock().await?;
+    result
+}
+
+/// Takes the primary's lock, asking its owner (librbd releases on request) meanwhile.
+async fn take_lock<I: IoCtx>(image: &mut Image<I>) -> Result<(), ReplayError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match image.acquire_lock().await {
+            Ok(()) => return Ok(()),
+            Err(RbdError::LockBusy { .. }) if Instant::now() < deadline => {
+                let request = HeaderNotify::RequestLock {
+                    client_id: ClientId { gid: 0, handle: 0 },
+                    force: false,
+                };
+                let header = crate::format::image::oids::header(image.id());
+                let _ = image
+                    .io()
+                    .notify(&header, request.to_bytes(), Duration::from_secs(5))
+                    .await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn stamped(event: Event) -> EventEntry {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    EventEntry {
+        event,
+        timestamp: UTime::from_duration(now),
+    }
+}

@@ -1,0 +1,410 @@
+//! ImageReplayer: one actor per mirrored image. Replaces upstream's ImageReplayer (its
+//! bootstrap, image sync and journal replay), with the journal followed by notification
+//! instead of a 5 s poll.
+//!
+//! ```text
+//!  STARTING_REPLAY → bootstrap ──(skip: remote not primary, local primary)──► parked
+//!        │                     ──(transient error)──► backoff ──► STARTING_REPLAY
+//!        │                     ──(permanent error)──► ERROR, parked
+//!        ▼
+//!  [SYNCING: image_sync]  (client meta says SYNCING)
+//!        ▼
+//!  REPLAYING ⇄ journal notifications / tail probe   ──(lock lost, error)──► as above
+//!  parked ──(kick: the pool watcher saw the image updated)──► STARTING_REPLAY
+//!  cancel (any state) ──► finish the batch, commit what is applied, release the lock,
+//!                         final status
+//! ```
+//! Statuses go to the local pool's `rbd_mirroring` with upstream's states and wording, on
+//! every state change and, while replaying, after commits (at most once a second).
+
+mod bootstrap;
+mod image_sync;
+mod replay;
+mod status;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::registry::{ImageKey, ImageView, ReplayState};
+use super::{Connector, Env};
+use crate::backoff::Backoff;
+use crate::cls::{self, ClsError};
+use crate::format::Encode;
+use crate::format::client_data::{ClientData, MirrorPeerState};
+use crate::journal::JournalError;
+use crate::journal::follower::{Follower, FollowerStats};
+use crate::rados::{IoCtx, Rados};
+use crate::rbd::{self, Image, LockState, RbdError};
+
+use bootstrap::Boot;
+use replay::{Applied, Replay};
+
+/// The pool × peer an image replayer works in (shared by all its images).
+pub struct PoolCtx<I> {
+    pub pool: String,
+    pub peer: String,
+    pub local_io: I,
+    pub remote_io: I,
+    pub local_uuid: String,
+    pub remote_uuid: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("journal client disconnected by the primary")]
+    Disconnected,
+    #[error("corrupt journal data at {position}: {reason}")]
+    Corrupt { position: String, reason: String },
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("sync point {0} vanished on the primary; restarting the sync")]
+    SyncPointLost(String),
+    #[error("lost the local image's exclusive lock")]
+    LockLost,
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Rbd(#[from] RbdError),
+    #[error(transparent)]
+    Cls(#[from] ClsError),
+}
+
+impl From<crate::rados::RadosError> for ReplayError {
+    fn from(e: crate::rados::RadosError) -> Self {
+        ReplayError::Cls(e.into())
+    }
+}
+
+impl ReplayError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReplayError::SyncPointLost(_) | ReplayError::LockLost => true,
+            ReplayError::Journal(e) => e.is_transient(),
+            ReplayError::Rbd(e) => e.is_transient(),
+            ReplayError::Cls(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+
+    /// Bounded label for metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ReplayError::Disconnected => "disconnected",
+            ReplayError::Corrupt { .. } => "corrupt",
+            ReplayError::Unsupported(_) => "unsupported",
+            ReplayError::SyncPointLost(_) => "sync_point_lost",
+            ReplayError::LockLost => "lock_lost",
+            ReplayError::Journal(e) => e.code(),
+            ReplayError::Rbd(e) => e.code(),
+            ReplayError::Cls(e) => e.code(),
+        }
+    }
+}
+
+/// Cheap to clone: the pool replayer keeps one per image.
+#[derive(Clone)]
+pub struct ImageReplayerHandle {
+    kick: Arc<Notify>,
+    cancel: CancellationToken,
+}
+
+impl ImageReplayerHandle {
+    /// The image was updated on the primary: a parked replayer retries. Never blocks.
+    pub fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+}
+
+pub fn spawn<R: Rados, C: Connector<Rados = R>>(
+    env: Env<R, C>,
+    ctx: Arc<PoolCtx<R::IoCtx>>,
+    global_id: String,
+    remote_image_id: String,
+    cancel: CancellationToken,
+) -> (ImageReplayerHandle, JoinHandle<()>) {
+    let kick = Arc::new(Notify::new());
+    let key = ImageKey {
+        pool: ctx.pool.clone(),
+        namespace: String::new(),
+        global_id: global_id.clone(),
+    };
+    let actor = ImageReplayer {
+        view: ImageView {
+            name: String::new(),
+            peer: ctx.peer.clone(),
+            state: ReplayState::StartingReplay,
+            description: "starting replay".into(),
+            entries_replayed: 0,
+            bytes_replayed: 0,
+            entries_behind: 0,
+            lag_seconds: 0.0,
+            sync_fraction: 0.0,
+            updated: SystemTime::now(),
+        },
+        env: env.clone(),
+        ctx,
+        key,
+        global_id,
+        remote_image_id,
+        kick: kick.clone(),
+        last_status: None,
+        stats: Arc::new(FollowerStats::default()),
+    };
+    let task = env.tasks.spawn(actor.run(cancel.clone()));
+    (ImageReplayerHandle { kick, cancel }, task)
+}
+
+struct ImageReplayer<R: Rados, C> {
+    env: Env<R, C>,
+    ctx: Arc<PoolCtx<R::IoCtx>>,
+    key: ImageKey,
+    global_id: String,
+    remote_image_id: String,
+    kick: Arc<Notify>,
+    view: ImageView,
+    /// When the replaying status was last written.
+    last_status: Option<Instant>,
+    stats: Arc<FollowerStats>,
+}
+
+/// Why a cycle ended without an error.
+enum Stopped {
+    Cancelled,
+    Parked,
+}
+
+impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
+    async fn run(mut self, cancel: CancellationToken) {
+        let mut backoff = Backoff::new(Duration::from_millis(250), 2, Duration::from_secs(30));
+        loop {
+            self.set_state(ReplayState::StartingReplay, "starting replay")
+                .await;
+            let park = match self.cycle(&cancel).await {
+                Ok(Stopped::Cancelled) => break,
+                Ok(Stopped::Parked) => true,
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(image = %self.view.name, global_id = %self.global_id, %e,
+                        "image replay interrupted; retrying");
+                    self.set_state(ReplayState::StartingReplay, &format!("retrying: {e}"))
+                        .await;
+                    false
+                }
+                Err(e) => {
+                    tracing::error!(image = %self.view.name, global_id = %self.global_id, %e,
+                        "image replay failed");
+                    self.set_state(ReplayState::Error, &e.to_string()).await;
+                    true
+                }
+            };
+            if park {
+                backoff.reset();
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = self.kick.notified() => {}
+                }
+            } else {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                }
+            }
+        }
+        self.set_state(ReplayState::Stopped, "stopped").await;
+        self.env.registry.remove(&self.key);
+    }
+
+    /// One bootstrap → [sync] → replay pass.
+    async fn cycle(&mut self, cancel: &CancellationToken) -> Result<Stopped, ReplayError> {
+        let boot = tokio::select! {
+            _ = cancel.cancelled() => return Ok(Stopped::Cancelled),
+            b = bootstrap::bootstrap(&self.ctx, &self.global_id, &self.remote_image_id) => b?,
+        };
+        let ready = match boot {
+            Boot::Skip { state, description } => {
+                self.set_state(state, &description).await;
+                return Ok(Stopped::Parked);
+            }
+            Boot::Ready(r) => r,
+        };
+        let bootstrap::Ready {
+            mut local,
+            mut meta,
+            local_tag_class,
+        } = ready;
+        self.view.name = local.name().to_string();
+        local.acquire_lock().await?;
+        let result = self
+            .sync_and_replay(&mut local, &mut meta, local_tag_class, cancel)
+            .await;
+        if let Err(e) = local.release_lock().await {
+            tracing::warn!(image = %self.view.name, %e, "releasing the local image lock");
+        }
+        result
+    }
+
+    async fn sync_and_replay(
+        &mut self,
+        local: &mut Image<R::IoCtx>,
+        meta: &mut crate::format::client_data::MirrorPeerClientMeta,
+        local_tag_class: u64,
+        cancel: &CancellationToken,
+    ) -> Result<Stopped, ReplayError> {
+        if meta.state == MirrorPeerState::Syncing {
+            self.set_state(ReplayState::Syncing, "bootstrapping, IMAGE_SYNC")
+                .await;
+            let in_flight = self.env.settings.sync.objects_in_flight;
+            let ctx = self.ctx.clone();
+            let remote_id = self.remote_image_id.clone();
+            let mut progress = SyncProgress {
+                view: &mut self.view,
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(Stopped::Cancelled),
+                r = image_sync::run(&ctx, &remote_id, local, meta, in_flight, &mut progress) => r?,
+            }
+            tracing::info!(image = %self.view.name, "image sync complete");
+        }
+        let data = ClientData::MirrorPeer(meta.clone()).to_bytes();
+        let mut follower = Follower::open(
+            self.ctx.remote_io.clone(),
+            &self.remote_image_id,
+            &self.ctx.local_uuid,
+            data,
+            self.env.settings.replay.follower(),
+            self.env.prefetch.clone(),
+            self.stats.clone(),
+        )
+        .await?;
+        self.view.sync_fraction = 1.0;
+        self.set_state(ReplayState::Replaying, "replaying").await;
+        let result = self
+            .replay(local, &mut follower, local_tag_class, cancel)
+            .await;
+        // Only acked (durably applied) entries are in the position: always safe to store.
+        if let Err(e) = follower.flush_commit().await {
+            tracing::warn!(image = %self.view.name, %e, "final commit");
+        }
+        follower.close().await;
+        result
+    }
+
+    async fn replay(
+        &mut self,
+        local: &mut Image<R::IoCtx>,
+        follower: &mut Follower<R::IoCtx>,
+        local_tag_class: u64,
+        cancel: &CancellationToken,
+    ) -> Result<Stopped, ReplayError> {
+        let mut replay = Replay::new(local_tag_class, self.env.settings.replay.max_in_flight);
+        let mut lock = local.lock_state();
+        loop {
+            // Cancelling a fetch loses nothing: the batch was not delivered, nothing acked.
+            let batch = tokio::select! {
+                _ = cancel.cancelled() => return Ok(Stopped::Cancelled),
+                _ = lock.changed() => match *lock.borrow_and_update() {
+                    LockState::Held => continue,
+                    LockState::Lost => return Err(ReplayError::LockLost),
+                    // Promoted here: stop replaying and let the new primary have the lock.
+                    LockState::ReleaseRequested | LockState::Unlocked => return Ok(Stopped::Parked),
+                },
+                b = follower.next() => b?,
+            };
+            if batch.is_empty() {
+                // Caught up, or the prefetch budget is spent while others apply.
+                if self.view.lag_seconds != 0.0 {
+                    self.view.lag_seconds = 0.0;
+                    self.publish();
+                }
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let mut applied = Applied::default();
+            let ready = replay
+                .apply(&self.ctx, &self.remote_image_id, local, batch, &mut applied)
+                .await?;
+            for (entry, position) in &ready {
+                follower.ack(entry, position.clone()).await?;
+            }
+            self.view.entries_replayed += applied.entries;
+            self.view.bytes_replayed += applied.bytes;
+            if let Some(t) = applied.newest {
+                self.view.lag_seconds = replay::age(t).as_secs_f64();
+            }
+            self.publish();
+            if self
+                .last_status
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+            {
+                self.write_replaying_status(follower).await;
+            }
+        }
+    }
+
+    async fn write_replaying_status(&mut self, follower: &Follower<R::IoCtx>) {
+        let description =
+            status::replaying_description(&self.ctx, &self.remote_image_id, follower.committed())
+                .await;
+        self.set_state(ReplayState::Replaying, &description).await;
+    }
+
+    /// Publishes the view and writes the status to the local pool (best effort: a failed
+    /// status write is retried with the next change).
+    async fn set_state(&mut self, state: ReplayState, description: &str) {
+        self.view.state = state;
+        self.view.description = description.to_string();
+        self.last_status = Some(Instant::now());
+        self.publish();
+        if let Err(e) = status::write(&self.ctx.local_io, &self.global_id, state, description).await
+        {
+            tracing::debug!(%e, "writing image status");
+        }
+    }
+
+    fn publish(&mut self) {
+        self.view.updated = SystemTime::now();
+        self.env.registry.publish(&self.key, self.view.clone());
+    }
+}
+
+struct SyncProgress<'a> {
+    view: &'a mut ImageView,
+}
+
+impl image_sync::Progress for SyncProgress<'_> {
+    fn progress(&mut self, phase: &str, done: u64, total: u64) {
+        self.view.sync_fraction = if total == 0 {
+            1.0
+        } else {
+            done as f64 / total as f64
+        };
+        self.view.description = format!(
+            "bootstrapping, IMAGE_SYNC/COPY {phase} {}%",
+            (self.view.sync_fraction * 100.0) as u32
+        );
+    }
+}
+
+/// Removes the local copy of an image no longer mirrored from this peer: only a
+/// non-primary copy whose epochs came from this peer; a primary is never touched.
+pub async fn delete_local<I: IoCtx>(ctx: &PoolCtx<I>, global_id: &str) -> Result<(), ReplayError> {
+    let id = match cls::mirror::image_get_image_id(&ctx.local_io, global_id).await {
+        Err(e) if e.is_not_found() => return Ok(()),
+        other => other?,
+    };
+    let owner =
+        bootstrap::newest_tag(&ctx.local_io, &crate::format::journal::header_oid(&id)).await?;
+    if owner.is_local() {
+        return Ok(());
+    }
+    tracing::info!(pool = %ctx.pool, %global_id, image_id = %id, "deleting local non-primary copy");
+    rbd::remove_image(&ctx.local_io, &id).await?;
+    Ok(())
+}

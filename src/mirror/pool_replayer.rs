@@ -1,0 +1,190 @@
+//! PoolReplayer: one local pool × one peer. Connects to the peer, follows the remote pool's
+//! mirrored images (PoolWatcher) and keeps one ImageReplayer per image; removes the local
+//! copy of an image that stopped being mirrored. Replaces upstream's PoolReplayer +
+//! NamespaceReplayer + ImageDeleter (the leader / instance placement comes with HA).
+//!
+//! ```text
+//!  CONNECT_PEER --(transient error)--> backoff --> CONNECT_PEER
+//!    |
+//!  OPEN_POOLS (same pool name remotely) + mirror uuids, PING the peer (it learns ours)
+//!    |
+//!  WATCH remote rbd_mirroring ──► LIST images ──► reconcile replayers
+//!    ├─ ImageUpdated(enabled)   ──► start (or kick a parked) ImageReplayer
+//!    ├─ ImageUpdated(disabling) ──► stop it ──► DELETE_LOCAL (non-primary copies only)
+//!    └─ watch error / lag       ──► re-watch ──► LIST ──► reconcile
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::image_replayer::{self, ImageReplayerHandle, PoolCtx};
+use super::peer::PeerSite;
+use super::pool_watcher::{self, ImageSet, Update};
+use super::{Connector, Env};
+use crate::backoff::Backoff;
+use crate::cls::{self, ClsError};
+use crate::format::mirror::MIRRORING_OBJECT;
+use crate::rados::{AckMode, IoCtx, Rados, Watch, WatchEvent};
+
+pub struct PoolReplayerArgs {
+    pub pool_id: i64,
+    pub pool: String,
+    pub peer: PeerSite,
+    /// This site's name, given to the peer by `mirror_peer_ping`.
+    pub site_name: String,
+}
+
+pub fn spawn<R: Rados, C: Connector<Rados = R>>(
+    env: Env<R, C>,
+    args: PoolReplayerArgs,
+    cancel: CancellationToken,
+) {
+    let tasks = env.tasks.clone();
+    tasks.spawn(async move {
+        let mut backoff = Backoff::new(Duration::from_millis(500), 2, Duration::from_secs(30));
+        loop {
+            match run(&env, &args, &cancel).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(pool = %args.pool, peer = %args.peer.site_name, %e,
+                        "pool replayer failed; retrying");
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    });
+}
+
+struct Running {
+    handle: ImageReplayerHandle,
+    task: JoinHandle<()>,
+}
+
+/// Returns `Ok` when cancelled, `Err` when the peer or a pool could not be used.
+async fn run<R: Rados, C: Connector<Rados = R>>(
+    env: &Env<R, C>,
+    args: &PoolReplayerArgs,
+    cancel: &CancellationToken,
+) -> Result<(), ClsError> {
+    let remote = tokio::select! {
+        _ = cancel.cancelled() => return Ok(()),
+        r = env.connector.connect(&args.peer) => r?,
+    };
+    let local_io = env.local.ioctx_by_id(args.pool_id).await?;
+    let remote_io = remote.ioctx(&args.pool).await?;
+    let local_uuid = cls::mirror::uuid_get(&local_io).await?;
+    let remote_uuid = cls::mirror::uuid_get(&remote_io).await?;
+    if let Err(e) = cls::mirror::peer_ping(&remote_io, &args.site_name, &local_uuid).await {
+        tracing::debug!(%e, "mirror_peer_ping");
+    }
+    let ctx = Arc::new(PoolCtx {
+        pool: args.pool.clone(),
+        peer: args.peer.site_name.clone(),
+        local_io,
+        remote_io,
+        local_uuid,
+        remote_uuid,
+    });
+    let mut replayers: HashMap<String, Running> = HashMap::new();
+    let mut watch = watch_remote(&ctx.remote_io).await?;
+    let mut images = pool_watcher::list(&ctx.remote_io).await?;
+    reconcile(env, &ctx, &images, &mut replayers, cancel).await;
+    tracing::info!(pool = %args.pool, peer = %args.peer.site_name, images = images.len(),
+        "pool replayer running");
+    let result = loop {
+        let ev = tokio::select! {
+            _ = cancel.cancelled() => break Ok(()),
+            ev = watch.next() => ev,
+        };
+        let update = match ev {
+            Some(WatchEvent::Notify(n)) => pool_watcher::decode(n.payload),
+            Some(WatchEvent::Lagged) => Update::Relist,
+            Some(WatchEvent::Error(_)) | None => {
+                let _ = ctx.remote_io.unwatch(watch.cookie).await;
+                match watch_remote(&ctx.remote_io).await {
+                    Ok(w) => watch = w,
+                    Err(e) => break Err(e),
+                }
+                Update::Relist
+            }
+        };
+        match update {
+            Update::Enabled {
+                global_id,
+                image_id,
+            } => {
+                images.insert(global_id, image_id);
+            }
+            Update::Removed { global_id } => {
+                images.remove(&global_id);
+            }
+            Update::Relist => match pool_watcher::list(&ctx.remote_io).await {
+                Ok(set) => images = set,
+                Err(e) => break Err(e),
+            },
+        }
+        reconcile(env, &ctx, &images, &mut replayers, cancel).await;
+    };
+    let _ = ctx.remote_io.unwatch(watch.cookie).await;
+    for (_, r) in replayers.drain() {
+        r.handle.stop();
+        let _ = r.task.await;
+    }
+    result
+}
+
+async fn watch_remote<I: IoCtx>(io: &I) -> Result<Watch, ClsError> {
+    Ok(io.watch_with(MIRRORING_OBJECT, AckMode::Auto).await?)
+}
+
+/// Starts replayers for new images, kicks the others (a parked replayer retries), stops and
+/// deletes the local copies of images no longer mirrored.
+async fn reconcile<R: Rados, C: Connector<Rados = R>>(
+    env: &Env<R, C>,
+    ctx: &Arc<PoolCtx<R::IoCtx>>,
+    images: &ImageSet,
+    replayers: &mut HashMap<String, Running>,
+    cancel: &CancellationToken,
+) {
+    let gone: Vec<String> = replayers
+        .keys()
+        .filter(|g| !images.contains_key(*g))
+        .cloned()
+        .collect();
+    for global_id in gone {
+        if let Some(r) = replayers.remove(&global_id) {
+            r.handle.stop();
+            let _ = r.task.await;
+        }
+        let delay = Duration::from_millis(env.settings.pools.delete_delay_ms);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        if let Err(e) = image_replayer::delete_local(ctx, &global_id).await {
+            tracing::warn!(pool = %ctx.pool, %global_id, %e, "removing local copy");
+        }
+    }
+    for (global_id, image_id) in images {
+        match replayers.get(global_id) {
+            Some(r) if !r.task.is_finished() => r.handle.kick(),
+            _ => {
+                let (handle, task) = image_replayer::spawn(
+                    env.clone(),
+                    ctx.clone(),
+                    global_id.clone(),
+                    image_id.clone(),
+                    cancel.child_token(),
+                );
+                replayers.insert(global_id.clone(), Running { handle, task });
+            }
+        }
+    }
+}
