@@ -6,9 +6,11 @@
 //! - [`format`]: Ceph's binary encodings and the types we read and write; pure.
 //! - [`journal`]: RBD journals at the RADOS level (writer; the follower comes next).
 //! - [`rados`]: the storage seam (async traits) with the `librados` and `memory` backends.
+//! - [`rbd`]: local RBD images at the RADOS level (the non-primary replica we write).
 
 pub mod backoff;
 pub mod cls;
 pub mod format;
 pub mod journal;
 pub mod rados;
+pub mod rbd;
