@@ -6,6 +6,7 @@
 //! - [`format`]: Ceph's binary encodings and the types we read and write; pure.
 //! - [`journal`]: RBD journals at the RADOS level (writer; the follower comes next).
 //! - [`rados`]: the storage seam (async traits) with the `librados` and `memory` backends.
+//! - [`rbd`]: local RBD images at the RADOS level (the non-primary replica we write).
 
 pub mod admin_socket;
 pub mod backoff;

@@ -1,0 +1,240 @@
+//! Creating the non-primary replica of a journal-mirrored image the way rbd-mirror's
+//! bootstrap has librbd do it (`image::CreateRequest` with a non-primary global id and the
+//! primary's mirror uuid; spec §5.7), at the RADOS level. Replaces
+//! `rbd_mirror/image_replayer/journal/CreateLocalImageRequest` + librbd's create.
+//!
+//!  FIND_EXISTING (mirror entry of the global id, else rbd_id.<name>)
+//!    |  --(name taken by an image that is not this replica)--> Err(Exists)
+//!    v  (otherwise reuse its id, or make a new one)
+//!  CREATE_ID_OBJECT (rbd_id.<name>, exclusive; EEXIST with our id = done)
+//!    v
+//!  ADD_TO_DIRECTORY (rbd_directory; EEXIST with our id = done)
+//!    v
+//!  CREATE_HEADER (rbd_header.<id>: size, order, features, rbd_data.<id>) [+ striping]
+//!    v
+//!  CREATE_OBJECT_MAP (object-map feature: all NONEXISTENT)
+//!    v
+//!  CREATE_JOURNAL (journal.<id> with local geometry; tag 0 in a new class owned by the
+//!    |             primary's mirror uuid; image client "")
+//!    v
+//!  ENABLE_MIRRORING (mirror image entry: enabled, journal mode, same global id; notify
+//!                    rbd_mirroring) --> Ok(id)
+//!  every step tolerates its own earlier success, so rerunning after a crash at any point
+//!  finishes the job with the same id.
+
+use super::RbdError;
+use crate::cls::{self, image as cls_image, journal as cls_journal};
+use crate::format::Decode;
+use crate::format::Encode;
+use crate::format::client_data::{ClientData, IMAGE_CLIENT_ID, TagData, TagPredecessor};
+use crate::format::image::{CreateInput, StripeUnitCount, features, oids};
+use crate::format::journal::{TAG_CLASS_NEW, header_oid as journal_oid};
+use crate::format::mirror::{MIRRORING_OBJECT, MirrorImage, MirrorImageMode, MirrorImageState};
+use crate::format::notify::MirroringNotify;
+use crate::rados::{Errno, IoCtx};
+
+/// What the replica copies from the primary, plus its local journal geometry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NonPrimarySpec {
+    pub name: String,
+    pub global_image_id: String,
+    pub size: u64,
+    pub order: u8,
+    pub features: u64,
+    pub stripe_unit: u64,
+    pub stripe_count: u64,
+    /// Local journal geometry (rbd-mirror uses the local defaults, 24 and 4).
+    pub journal_order: u8,
+    pub journal_splay_width: u8,
+    /// Mirror uuid of the primary's pool: owner of the local journal's first tag.
+    pub primary_mirror_uuid: String,
+    /// A separate data pool is not supported yet (`Unsupported`).
+    pub data_pool: Option<String>,
+}
+
+/// Feature bits librbd never lets a create set (internal ones).
+const INTERNAL: u64 = features::OPERATIONS
+    | features::MIGRATING
+    | features::NON_PRIMARY
+    | features::DIRTY_CACHE
+    | features::DATA_POOL;
+
+/// Creates (or finishes creating) the non-primary image; returns its local image id.
+pub async fn create_non_primary<I: IoCtx>(
+    io: &I,
+    spec: &NonPrimarySpec,
+) -> Result<String, RbdError> {
+    let features = validate(spec)?;
+    let id = find_existing(io, spec).await?.unwrap_or_else(new_image_id);
+
+    match cls::dir::create_id_object(io, &spec.name, &id).await {
+        Err(e) if e.is(Errno::EEXIST) => {
+            expect_id(cls::dir::id_of(io, &spec.name).await?, &id, &spec.name)?
+        }
+        other => other?,
+    }
+    match cls::dir::add_image(io, &spec.name, &id).await {
+        Err(e) if e.is(Errno::EEXIST) => {
+            expect_id(cls::dir::get_id(io, &spec.name).await?, &id, &spec.name)?
+        }
+        other => other?,
+    }
+
+    let header = oids::header(&id);
+    let input = CreateInput {
+        size: spec.size,
+        order: spec.order,
+        features,
+        object_prefix: format!("rbd_data.{id}"),
+        data_pool_id: -1,
+    };
+    match cls_image::create(io, &header, &input).await {
+        Err(e) if e.is(Errno::EEXIST) => {}
+        other => other?,
+    }
+    if features & features::STRIPINGV2 != 0 {
+        let s = StripeUnitCount {
+            stripe_unit: 1u64 << spec.order,
+            stripe_count: 1,
+        };
+        cls_image::set_stripe_unit_count(io, &header, &s).await?;
+    }
+    if features & features::OBJECT_MAP != 0 {
+        let count = super::layout::object_count(spec.order, spec.size);
+        cls_image::object_map_resize(io, &oids::object_map(&id, None), count, 0).await?;
+    }
+
+    create_journal(io, &id, spec).await?;
+
+    let image = MirrorImage {
+        global_image_id: spec.global_image_id.clone(),
+        state: MirrorImageState::Enabled,
+        mode: MirrorImageMode::Journal,
+    };
+    cls::mirror::image_set(io, &id, &image).await?;
+    let notify = MirroringNotify::ImageUpdated {
+        state: MirrorImageState::Enabled,
+        image_id: id.clone(),
+        global_image_id: spec.global_image_id.clone(),
+    };
+    if let Err(e) = io
+        .notify(
+            MIRRORING_OBJECT,
+            notify.to_bytes(),
+            super::image::NOTIFY_TIMEOUT,
+        )
+        .await
+    {
+        tracing::warn!(image = %id, error = %e, "rbd_mirroring notify failed");
+    }
+    Ok(id)
+}
+
+/// The features the replica gets, after refusing what this module cannot maintain.
+fn validate(spec: &NonPrimarySpec) -> Result<u64, RbdError> {
+    if spec.data_pool.is_some() {
+        return Err(RbdError::Unsupported("a separate data pool".into()));
+    }
+    if !(12..=25).contains(&spec.order) {
+        return Err(RbdError::Invalid(format!("object order {}", spec.order)));
+    }
+    let features = spec.features & !INTERNAL;
+    if features & features::JOURNALING == 0 || features & features::EXCLUSIVE_LOCK == 0 {
+        return Err(RbdError::Invalid(
+            "a journal-mirrored image needs exclusive-lock and journaling".into(),
+        ));
+    }
+    let default_striping =
+        (spec.stripe_unit == 0 || spec.stripe_unit == 1u64 << spec.order) && spec.stripe_count <= 1;
+    if !default_striping {
+        return Err(RbdError::Unsupported(format!(
+            "striping (unit {}, count {})",
+            spec.stripe_unit, spec.stripe_count
+        )));
+    }
+    Ok(features)
+}
+
+/// The id of an earlier (maybe unfinished) creation of this replica, if any.
+async fn find_existing<I: IoCtx>(
+    io: &I,
+    spec: &NonPrimarySpec,
+) -> Result<Option<String>, RbdError> {
+    match cls::mirror::image_get_image_id(io, &spec.global_image_id).await {
+        Ok(id) => return Ok(Some(id)),
+        Err(e) if !e.is_not_found() => return Err(e.into()),
+        Err(_) => {}
+    }
+    let id = match cls::dir::id_of(io, &spec.name).await {
+        Ok(id) => id,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let taken = || {
+        RbdError::Exists(format!(
+            "image {} (id {id}) is not a replica of {}",
+            spec.name, spec.global_image_id
+        ))
+    };
+    match cls::mirror::image_get(io, &id).await {
+        Ok(_) => return Err(taken()), // mirrored under another global id
+        Err(e) if !e.is_not_found() => return Err(e.into()),
+        Err(_) => {}
+    }
+    // No mirror entry yet: ours only if its journal (when there is one) was made for this
+    // primary. A header without a journal is a creation that stopped in between.
+    match cls_journal::get_tag(io, &journal_oid(&id), 0).await {
+        Ok(tag) => match TagData::from_bytes(tag.data) {
+            Ok(t) if t.mirror_uuid == spec.primary_mirror_uuid => Ok(Some(id)),
+            _ => Err(taken()),
+        },
+        Err(e) if e.is_not_found() => Ok(Some(id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Journal header, tag 0 owned by the primary's mirror uuid, and the image client.
+async fn create_journal<I: IoCtx>(io: &I, id: &str, spec: &NonPrimarySpec) -> Result<(), RbdError> {
+    let oid = journal_oid(id);
+    let geometry = cls_journal::Geometry {
+        order: spec.journal_order,
+        splay_width: spec.journal_splay_width,
+        pool_id: -1,
+    };
+    match cls_journal::create(io, &oid, geometry).await {
+        Err(e) if e.is(Errno::EEXIST) => {}
+        other => other?,
+    }
+    if cls_journal::get_next_tag_tid(io, &oid).await? == 0 {
+        let tag = TagData {
+            mirror_uuid: spec.primary_mirror_uuid.clone(),
+            predecessor: TagPredecessor::default(),
+        };
+        match cls_journal::tag_create(io, &oid, 0, TAG_CLASS_NEW, tag.to_bytes()).await {
+            Err(e) if e.is(Errno::ESTALE) => {} // created meanwhile
+            other => other?,
+        }
+    }
+    let client = ClientData::Image {
+        tag_class: 0,
+        resync_requested: false,
+    };
+    match cls_journal::client_register(io, &oid, IMAGE_CLIENT_ID, client.to_bytes()).await {
+        Err(e) if e.is(Errno::EEXIST) => Ok(()),
+        other => other.map_err(RbdError::from),
+    }
+}
+
+fn expect_id(found: String, id: &str, name: &str) -> Result<(), RbdError> {
+    if found == id {
+        Ok(())
+    } else {
+        Err(RbdError::Exists(format!("image {name} (id {found})")))
+    }
+}
+
+/// A fresh image id: 12 lowercase hex digits, like librbd's (short, so data object
+/// names stay within Ceph's prefix limits).
+fn new_image_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}

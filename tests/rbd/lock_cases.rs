@@ -1,0 +1,157 @@
+//! The exclusive lock with a second client: lock requests answered like rbd-mirror
+//! (-EROFS while the image is non-primary, release once it was promoted here), a second
+//! locker refused, a header moved by someone else stops writes until a refresh, and a
+//! blocklisted client stops writing at once.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rbd_relay::cls::{self, image as cls_image, journal as cls_journal};
+use rbd_relay::format::client_data::{TagData, TagPredecessor};
+use rbd_relay::format::image::{SnapshotNamespace, oids};
+use rbd_relay::format::journal::header_oid as journal_oid;
+use rbd_relay::format::notify::{ClientId, HeaderNotify, ResponseMessage};
+use rbd_relay::format::{Decode, Encode};
+use rbd_relay::rados::{IoCtx, Rados};
+use rbd_relay::rbd::{Image, LockState, RbdError};
+
+use crate::cases::{OBJ, locked_image, pattern};
+
+/// Sends a RequestLock as librbd does and returns the lock owner's answer.
+async fn request_lock<I: IoCtx>(io: &I, header: &str) -> i32 {
+    let msg = HeaderNotify::RequestLock {
+        client_id: ClientId { gid: 1, handle: 2 },
+        force: true,
+    };
+    let reply = io
+        .notify(header, msg.to_bytes(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        reply.timeouts.is_empty(),
+        "the owner answers at once: {reply:?}"
+    );
+    let answers: Vec<i32> = reply
+        .acks
+        .iter()
+        .filter(|a| !a.payload.is_empty())
+        .map(|a| {
+            ResponseMessage::from_bytes(a.payload.clone())
+                .unwrap()
+                .result
+        })
+        .collect();
+    assert_eq!(answers.len(), 1, "exactly the owner answers: {reply:?}");
+    answers[0]
+}
+
+pub async fn lock_requests<R: Rados>(_c1: &R, io1: &R::IoCtx, _c2: &R, io2: &R::IoCtx) {
+    let mut image = locked_image(io1, "lockreq").await;
+    let header = oids::header(image.id());
+    let mut other = Image::open(io2.clone(), image.id()).await.unwrap();
+    let err = other.acquire_lock().await.unwrap_err();
+    assert!(
+        matches!(&err, RbdError::LockBusy { owner } if owner.contains("auto ")),
+        "{err}"
+    );
+
+    assert_eq!(
+        request_lock(io2, &header).await,
+        -libc::EROFS,
+        "non-primary: refused"
+    );
+    assert_eq!(*image.lock_state().borrow(), LockState::Held);
+
+    // Promotion here allocates a tag owned by this site; then the lock may go.
+    let tag = TagData {
+        mirror_uuid: String::new(),
+        predecessor: TagPredecessor::default(),
+    };
+    cls_journal::allocate_tag(io2, &journal_oid(image.id()), 0, tag.to_bytes())
+        .await
+        .unwrap();
+    let mut state = image.lock_state();
+    assert_eq!(request_lock(io2, &header).await, 0);
+    state
+        .wait_for(|s| *s == LockState::ReleaseRequested)
+        .await
+        .unwrap();
+    image.write(0, pattern(1, 10)).await.unwrap(); // in-flight work may still finish
+    image.release_lock().await.unwrap();
+    other.acquire_lock().await.unwrap();
+    assert_eq!(*other.lock_state().borrow(), LockState::Held);
+    other.release_lock().await.unwrap();
+}
+
+pub async fn stale_snap_context<R: Rados>(_c1: &R, io1: &R::IoCtx, _c2: &R, io2: &R::IoCtx) {
+    let mut image = locked_image(io1, "stale").await;
+    image.write(0, pattern(1, 100)).await.unwrap();
+    // Someone else snapshots the image behind our back and tells the header's watchers.
+    let header = oids::header(image.id());
+    let snap = io2.selfmanaged_snap_create().await.unwrap();
+    cls_image::snapshot_add(io2, &header, snap, "sneaky", SnapshotNamespace::User)
+        .await
+        .unwrap();
+    io2.notify(
+        &header,
+        HeaderNotify::HeaderUpdate.to_bytes(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let err = image.write(0, pattern(2, 100)).await.unwrap_err();
+    assert!(matches!(err, RbdError::StaleSnapContext), "{err}");
+    assert!(err.is_transient());
+    image.refresh().await.unwrap();
+    assert_eq!(image.snap_context().snaps, vec![snap]);
+    image.write(0, pattern(2, 100)).await.unwrap();
+    assert_eq!(
+        image.read(0, 100, Some(snap)).await.unwrap(),
+        pattern(1, 100),
+        "the snapshot kept its data"
+    );
+    assert_eq!(image.read(0, 100, None).await.unwrap(), pattern(2, 100));
+    image.release_lock().await.unwrap();
+}
+
+pub async fn blocklisted_client_stops_writing<R: Rados>(
+    c1: &R,
+    io1: &R::IoCtx,
+    c2: &R,
+    io2: &R::IoCtx,
+) {
+    let image = locked_image(io2, "fenced").await;
+    let mut state = image.lock_state();
+    image.write(0, pattern(1, 100)).await.unwrap();
+    c1.blocklist_add(&c2.client_addr(), Duration::from_secs(120))
+        .await
+        .unwrap();
+    // Whichever comes first, the broken watch or a refused write, writing stops for good.
+    let err = image.write(OBJ, pattern(2, 100)).await.unwrap_err();
+    assert!(matches!(err, RbdError::LockLost), "{err}");
+    assert_eq!(*state.borrow_and_update(), LockState::Lost);
+    assert!(matches!(
+        image.write(0, Bytes::from_static(b"x")).await,
+        Err(RbdError::LockLost)
+    ));
+    // The fenced client's lock can now be broken and taken by another writer.
+    let header = oids::header(image.id());
+    let info = cls::lock::get_info(io1, &header, "rbd_lock").await.unwrap();
+    let (locker, _) = info.lockers.into_iter().next().unwrap();
+    cls::lock::break_lock(io1, &header, "rbd_lock", locker.locker, &locker.cookie)
+        .await
+        .unwrap();
+    let mut taker = Image::open(io1.clone(), image.id()).await.unwrap();
+    taker.acquire_lock().await.unwrap();
+    assert_eq!(taker.read(0, 100, None).await.unwrap(), pattern(1, 100));
+    assert!(
+        taker
+            .read(OBJ, 100, None)
+            .await
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0),
+        "the fenced write never landed"
+    );
+    taker.release_lock().await.unwrap();
+}
