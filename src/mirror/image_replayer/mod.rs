@@ -18,12 +18,13 @@
 //! every state change and, while replaying, after commits (at most once a second).
 
 mod bootstrap;
+mod fencing;
 mod image_sync;
 mod replay;
 mod status;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -35,6 +36,7 @@ use crate::backoff::Backoff;
 use crate::cls::{self, ClsError};
 use crate::format::Encode;
 use crate::format::client_data::{ClientData, MirrorPeerState};
+use crate::format::journal::ObjectSetPosition;
 use crate::journal::JournalError;
 use crate::journal::follower::{Follower, FollowerStats};
 use crate::rados::{IoCtx, Rados};
@@ -155,9 +157,19 @@ pub fn spawn<R: Rados, C: Connector<Rados = R>>(
         global_id,
         remote_image_id,
         kick: kick.clone(),
-        last_status: None,
+        status: tokio::sync::watch::Sender::new(status::Published {
+            state: ReplayState::StartingReplay,
+            description: String::new(),
+            committed: None,
+        }),
         stats: Arc::new(FollowerStats::default()),
     };
+    env.tasks.spawn(status::writer(
+        actor.ctx.clone(),
+        actor.global_id.clone(),
+        actor.remote_image_id.clone(),
+        actor.status.subscribe(),
+    ));
     let task = env.tasks.spawn(actor.run(cancel.clone()));
     (ImageReplayerHandle { kick, cancel }, task)
 }
@@ -170,8 +182,8 @@ struct ImageReplayer<R: Rados, C> {
     remote_image_id: String,
     kick: Arc<Notify>,
     view: ImageView,
-    /// When the replaying status was last written.
-    last_status: Option<Instant>,
+    /// Read by this image's status writer task.
+    status: tokio::sync::watch::Sender<status::Published>,
     stats: Arc<FollowerStats>,
 }
 
@@ -240,7 +252,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
             local_tag_class,
         } = ready;
         self.view.name = local.name().to_string();
-        local.acquire_lock().await?;
+        fencing::acquire(&self.env.local, &mut local).await?;
         let result = self
             .sync_and_replay(&mut local, &mut meta, local_tag_class, cancel)
             .await;
@@ -339,33 +351,29 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                 self.view.lag_seconds = replay::age(t).as_secs_f64();
             }
             self.publish();
-            if self
-                .last_status
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-            {
-                self.write_replaying_status(follower).await;
+            // The status writer builds the description from our position, off this path.
+            if let Some((_, newest)) = ready.last() {
+                self.status.send_replace(status::Published {
+                    state: ReplayState::Replaying,
+                    description: String::new(),
+                    committed: Some(ObjectSetPosition {
+                        object_positions: vec![newest.clone()],
+                    }),
+                });
             }
         }
     }
 
-    async fn write_replaying_status(&mut self, follower: &Follower<R::IoCtx>) {
-        let description =
-            status::replaying_description(&self.ctx, &self.remote_image_id, follower.committed())
-                .await;
-        self.set_state(ReplayState::Replaying, &description).await;
-    }
-
-    /// Publishes the view and writes the status to the local pool (best effort: a failed
-    /// status write is retried with the next change).
+    /// Publishes the view, and the status for the writer task.
     async fn set_state(&mut self, state: ReplayState, description: &str) {
         self.view.state = state;
         self.view.description = description.to_string();
-        self.last_status = Some(Instant::now());
         self.publish();
-        if let Err(e) = status::write(&self.ctx.local_io, &self.global_id, state, description).await
-        {
-            tracing::debug!(%e, "writing image status");
-        }
+        self.status.send_replace(status::Published {
+            state,
+            description: description.to_string(),
+            committed: None,
+        });
     }
 
     fn publish(&mut self) {

@@ -3,7 +3,11 @@
 //! description `replaying, {"bytes_per_second":…,"entries_behind_primary":…,
 //! "entries_per_second":…,"non_primary_position":{…},"primary_position":{…}}`.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use serde_json::json;
+use tokio::sync::watch;
 
 use super::PoolCtx;
 use crate::cls::journal as cls_journal;
@@ -73,4 +77,37 @@ pub async fn replaying_description<I: IoCtx>(
         "primary_position": position_json(&primary),
     });
     format!("replaying, {body}")
+}
+
+/// What the replayer last published; the status writer turns it into a status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    pub state: ReplayState,
+    pub description: String,
+    /// While replaying: the newest applied entry (the description is built from it).
+    pub committed: Option<ObjectSetPosition>,
+}
+
+/// Writes the image's status whenever the replayer publishes a change, at most once a
+/// second while replaying (upstream: every 30 s), off the replay path; the last value is
+/// always written. Ends when the replayer drops its sender.
+pub async fn writer<I: IoCtx>(
+    ctx: Arc<PoolCtx<I>>,
+    global_id: String,
+    remote_image_id: String,
+    mut rx: watch::Receiver<Published>,
+) {
+    while rx.changed().await.is_ok() {
+        let p = rx.borrow_and_update().clone();
+        let description = match &p.committed {
+            Some(pos) => replaying_description(&ctx, &remote_image_id, pos).await,
+            None => p.description.clone(),
+        };
+        if let Err(e) = write(&ctx.local_io, &global_id, p.state, &description).await {
+            tracing::debug!(%e, "writing image status");
+        }
+        if p.state == ReplayState::Replaying {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
 }

@@ -1,0 +1,69 @@
+//! Taking the local image's exclusive lock when a previous holder died (a daemon killed
+//! with -9, a host lost): the lock stays in the header until someone breaks it. As librbd
+//! does, we break it only for a holder that is provably gone: its header watch no longer
+//! exists (it neither acks nor times out a notify). That holder is blocklisted first, so
+//! a frozen-but-alive process can never write again after we start (fencing).
+
+use std::time::Duration;
+
+use crate::cls;
+use crate::format::Encode;
+use crate::format::image::oids;
+use crate::format::lock::RBD_LOCK_NAME;
+use crate::format::notify::HeaderNotify;
+use crate::rados::{IoCtx, Rados};
+use crate::rbd::{Image, RbdError};
+
+/// How long a fenced client stays blocklisted (librbd: `rbd_blocklist_expire_seconds`, whose
+/// 0 means the cluster default of one hour).
+const BLOCKLIST_FOR: Duration = Duration::from_secs(3600);
+
+/// Acquires the lock, breaking a dead holder's lock first. `LockBusy` when the holder lives.
+pub async fn acquire<R: Rados>(rados: &R, image: &mut Image<R::IoCtx>) -> Result<(), RbdError> {
+    match image.acquire_lock().await {
+        Err(RbdError::LockBusy { .. }) => {}
+        other => return other,
+    }
+    let io = image.io().clone();
+    let header = oids::header(image.id());
+    let info = cls::lock::get_info(&io, &header, RBD_LOCK_NAME).await?;
+    let reply = io
+        .notify(
+            &header,
+            HeaderNotify::HeaderUpdate.to_bytes(),
+            Duration::from_secs(5),
+        )
+        .await?;
+    for (locker, holder) in &info.lockers {
+        let gid = locker.locker.num as u64;
+        let handle = locker
+            .cookie
+            .strip_prefix("auto ")
+            .and_then(|h| h.parse::<u64>().ok());
+        let watching = |g: u64, c: u64| g == gid && Some(c) == handle;
+        let alive = reply.acks.iter().any(|a| watching(a.notifier_id, a.cookie))
+            || reply.timeouts.iter().any(|&(g, c)| watching(g, c));
+        if alive {
+            continue;
+        }
+        if let Some(sock) = holder.addr.socket_addr() {
+            let addr = format!("{sock}/{}", holder.addr.nonce);
+            tracing::warn!(image = %image.name(), holder = %locker.locker.num, %addr,
+                "breaking the lock of a dead holder (blocklisting it first)");
+            rados.blocklist_add(&addr, BLOCKLIST_FOR).await?;
+        }
+        match cls::lock::break_lock(
+            &io,
+            &header,
+            RBD_LOCK_NAME,
+            locker.locker.clone(),
+            &locker.cookie,
+        )
+        .await
+        {
+            Err(e) if e.is_not_found() => {}
+            other => other?,
+        }
+    }
+    image.acquire_lock().await
+}
