@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rand::{Rng, RngExt, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use tokio_util::sync::CancellationToken;
 
-use super::primary::{Op, PrimaryImage};
+use super::primary::PrimaryImage;
 use super::{POOL, TwoSites, compare, notify_image_updated};
 use crate::config::Settings;
 use crate::format::mirror::{MirrorImageState, MirrorMode};
@@ -42,15 +42,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     let mut images = Vec::new();
     for n in 0..args.images {
         let global = uuid::Uuid::new_v4().to_string();
-        let mut img =
-            PrimaryImage::create(io_a.clone(), &format!("demo-{n}"), &global, 64 << 20, 22).await?;
+        let img =
+            PrimaryImage::create(&a, POOL, &format!("demo-{n}"), &global, 64 << 20, 22).await?;
         // Data that predates mirroring: the daemon must sync it, not replay it.
         for i in 0..8u64 {
-            img.write(i * (4 << 20), Bytes::from(vec![n as u8 + 1; 64 << 10]))
+            img.writer()
+                .await
+                .write(i * (4 << 20), Bytes::from(vec![n as u8 + 1; 64 << 10]))
                 .await?;
         }
-        img.flush().await?;
-        notify_image_updated(&io_a, img.image.id(), &global, MirrorImageState::Enabled).await?;
+        img.writer().await.flush().await?;
+        notify_image_updated(&io_a, img.id(), &global, MirrorImageState::Enabled).await?;
         images.push(img);
     }
     println!(
@@ -63,7 +65,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     let mut snaps = 0u32;
     while start.elapsed() < Duration::from_secs(args.seconds) {
         let img = &mut images[rng.random_range(0..args.images)];
-        step(img, &mut rng, &mut snaps).await?;
+        img.writer().await.random_op(&mut rng, &mut snaps).await?;
         ops += 1;
         if last_line.elapsed() >= Duration::from_secs(1) {
             last_line = Instant::now();
@@ -72,7 +74,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     for img in &mut images {
-        img.flush().await?;
+        img.writer().await.flush().await?;
     }
     println!("workload done ({ops} ops); waiting for site-b to catch up");
     let b = sites.site_b.connect();
@@ -80,7 +82,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut all_equal = true;
     for img in &images {
-        let primary = Image::open(io_a.clone(), img.image.id()).await?;
+        let primary = Image::open(io_a.clone(), img.id()).await?;
         let verdict = loop {
             let verdict = match Image::open_by_name(io_b.clone(), primary.name()).await {
                 Ok(replica) => compare(&primary, &replica).await?,
@@ -106,63 +108,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     cancel.cancel();
     let _ = daemon.await;
     Ok(all_equal)
-}
-
-/// One random primary operation, mostly 4 KiB writes.
-async fn step<I: crate::rados::IoCtx>(
-    img: &mut PrimaryImage<I>,
-    rng: &mut impl Rng,
-    snaps: &mut u32,
-) -> anyhow::Result<()> {
-    let size = img.image.size();
-    let block = 4096u64;
-    let offset = rng.random_range(0..size / block) * block;
-    match rng.random_range(0..1000) {
-        0..900 => {
-            let byte: u8 = rng.random();
-            img.write(offset, Bytes::from(vec![byte; block as usize]))
-                .await?;
-        }
-        900..940 => img.flush().await?,
-        940..960 => img.discard(offset, (4 << 20).min(size - offset)).await?,
-        960..975 => img.write_zeroes(offset, block).await?,
-        975..990 => {
-            let pattern = Bytes::from(vec![rng.random::<u8>(); 512]);
-            img.write_same(offset, 8 * 512, pattern).await?;
-        }
-        990..994 => {
-            *snaps += 1;
-            img.op(Op::SnapCreate(format!("snap-{snaps}"))).await?;
-        }
-        994..996 if *snaps > 0 => {
-            let name = format!("snap-{snaps}");
-            if img
-                .image
-                .snapshot_by_name(&name, &crate::format::image::SnapshotNamespace::User)
-                .is_some()
-            {
-                img.op(Op::SnapRemove(name)).await?;
-            }
-        }
-        996..998 => {
-            let grow = rng.random_bool(0.5);
-            let new = if grow {
-                size + (4 << 20)
-            } else {
-                (size - (4 << 20)).max(16 << 20)
-            };
-            img.op(Op::Resize(new)).await?;
-        }
-        _ => {
-            let n: u8 = rng.random();
-            img.op(Op::MetadataSet(
-                format!("key-{}", n % 4),
-                format!("value-{n}"),
-            ))
-            .await?;
-        }
-    }
-    Ok(())
 }
 
 fn print_line(registry: &crate::mirror::Registry, ops: u64, elapsed: Duration) {

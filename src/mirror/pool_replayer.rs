@@ -89,6 +89,7 @@ async fn run<R: Rados, C: Connector<Rados = R>>(
         peer: args.peer.site_name.clone(),
         local_io,
         remote_io,
+        remote_fence: Arc::new(remote.clone()),
         local_uuid,
         remote_uuid,
     });

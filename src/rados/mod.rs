@@ -57,6 +57,21 @@ pub trait Rados: Clone + Send + Sync + 'static {
     async fn config_key_set(&self, key: &str, value: Bytes) -> RadosResult<()>;
 }
 
+/// The fencing capability of a connection, object-safe so that contexts and images can carry
+/// it without a type parameter (every [`Rados`] has it).
+#[async_trait]
+pub trait Fence: Send + Sync {
+    /// Blocklists a client address for `expire`, as [`Rados::blocklist_add`].
+    async fn fence(&self, addr: &str, expire: Duration) -> RadosResult<()>;
+}
+
+#[async_trait]
+impl<R: Rados> Fence for R {
+    async fn fence(&self, addr: &str, expire: Duration) -> RadosResult<()> {
+        self.blocklist_add(addr, expire).await
+    }
+}
+
 /// One event of a watch. Callbacks never block: notifications go through a bounded queue;
 /// when it is full the backend acknowledges the notify itself and reports `Lagged`, after
 /// which the consumer must re-read whatever the watch guards (nothing is lost, only late).

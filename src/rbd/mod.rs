@@ -10,6 +10,7 @@
 //! - [`create`]: [`create_non_primary`], rbd-mirror's bootstrap image creation.
 //! - [`image`]: [`Image`], an open image and its header (replaces librbd's `ImageCtx` +
 //!   `ImageState` refresh for what a replayer needs).
+//! - [`fencing`]: taking the lock from a dead holder (blocklist first, then break).
 //! - [`lock`]: the exclusive lock and the header watch that answers lock requests like
 //!   rbd-mirror's `MirrorExclusiveLockPolicy`.
 //! - [`layout`]: image extents → data object extents.
@@ -26,6 +27,7 @@
 //! / `rbd du` stay fast and right, which invalid flags would give up until a rebuild.
 
 pub mod create;
+pub mod fencing;
 pub mod image;
 pub mod io;
 pub mod layout;
@@ -163,5 +165,97 @@ impl IoOp {
             | IoOp::WriteSame { offset, length, .. } => (*offset, *length),
             IoOp::CompareAndWrite { offset, data, .. } => (*offset, data.len() as u64),
         }
+    }
+
+    /// The part of the op inside an image of `size` bytes (`None`: all of it is beyond).
+    /// Journal replay needs this after a crash: the replica may already carry a shrink that
+    /// the journal records after this op, and the region that shrink trimmed reads as
+    /// zeroes whatever we write there now.
+    pub fn clip(self, size: u64) -> Option<IoOp> {
+        let (offset, length) = self.extent();
+        if offset >= size {
+            return None;
+        }
+        let keep = (size - offset).min(length);
+        if keep == length {
+            return Some(self);
+        }
+        Some(match self {
+            IoOp::Write { offset, data } => IoOp::Write {
+                offset,
+                data: data.slice(..keep as usize),
+            },
+            IoOp::Discard { offset, .. } => IoOp::Discard {
+                offset,
+                length: keep,
+            },
+            IoOp::WriteZeroes { offset, .. } => IoOp::WriteZeroes {
+                offset,
+                length: keep,
+            },
+            // The pattern no longer divides the length: spell the bytes out.
+            IoOp::WriteSame {
+                offset, pattern, ..
+            } => IoOp::Write {
+                offset,
+                data: pattern
+                    .iter()
+                    .copied()
+                    .cycle()
+                    .take(keep as usize)
+                    .collect(),
+            },
+            // Within one object, and the object is being cut: compare what remains.
+            IoOp::CompareAndWrite { offset, cmp, data } => IoOp::CompareAndWrite {
+                offset,
+                cmp: cmp.slice(..keep as usize),
+                data: data.slice(..keep as usize),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_keeps_what_lies_inside_the_image() {
+        let w = IoOp::Write {
+            offset: 8,
+            data: Bytes::from_static(b"abcdefgh"),
+        };
+        assert_eq!(w.clone().clip(16), Some(w.clone()));
+        assert_eq!(w.clone().clip(8), None);
+        assert_eq!(
+            w.clip(11),
+            Some(IoOp::Write {
+                offset: 8,
+                data: Bytes::from_static(b"abc")
+            })
+        );
+        let same = IoOp::WriteSame {
+            offset: 0,
+            length: 8,
+            pattern: Bytes::from_static(b"xy"),
+        };
+        assert_eq!(
+            same.clip(5),
+            Some(IoOp::Write {
+                offset: 0,
+                data: Bytes::from_static(b"xyxyx")
+            })
+        );
+        let zero = IoOp::Discard {
+            offset: 4,
+            length: 100,
+        };
+        assert_eq!(
+            zero.clip(10),
+            Some(IoOp::Discard {
+                offset: 4,
+                length: 6
+            })
+        );
     }
 }

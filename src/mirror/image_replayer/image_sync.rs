@@ -13,6 +13,7 @@
 //!                  <- resumes after the last recorded snapshot
 //!  COPY_HEAD       objects as of the sync point, in parallel (bounded), checkpointing the
 //!                  object number in the client meta  <- resumes at the checkpoint
+//!  COPY_METADATA   image-meta as the primary has it now (replay re-applies later changes)
 //!  PRUNE_SYNC_POINT  remove the snapshot on the primary (journaled the same way) and
 //!                  mark the client REPLAYING
 //! ```
@@ -36,8 +37,8 @@ use crate::format::image::{ProtectionStatus, SnapshotInfo, SnapshotNamespace};
 use crate::format::journal::{ObjectSetPosition, header_oid};
 use crate::format::notify::{ClientId, HeaderNotify};
 use crate::journal::writer::JournalWriter;
-use crate::rados::{IoCtx, NOSNAP};
-use crate::rbd::{Image, RbdError};
+use crate::rados::{Fence, IoCtx, NOSNAP};
+use crate::rbd::{Image, RbdError, fencing};
 
 use super::{PoolCtx, ReplayError};
 
@@ -129,6 +130,23 @@ pub async fn run<I: IoCtx>(
         Some(head),
     )
     .await?;
+    // COPY_METADATA: image-meta set before mirroring is not in the journal.
+    for (key, value) in remote.metadata() {
+        if local.metadata().get(key) != Some(value) {
+            local
+                .metadata_set(key, &String::from_utf8_lossy(value))
+                .await?;
+        }
+    }
+    let stale: Vec<String> = local
+        .metadata()
+        .keys()
+        .filter(|k| !remote.metadata().contains_key(*k))
+        .cloned()
+        .collect();
+    for key in stale {
+        local.metadata_remove(&key).await?;
+    }
     // PRUNE_SYNC_POINT
     journaled_snap_op(ctx, remote_image_id, &sync_point.snap_name, false).await?;
     meta.sync_points.clear();
@@ -211,7 +229,7 @@ async fn journaled_snap_op<I: IoCtx>(
     create: bool,
 ) -> Result<ObjectSetPosition, ReplayError> {
     let mut image = Image::open(ctx.remote_io.clone(), image_id).await?;
-    take_lock(&mut image).await?;
+    take_lock(ctx.remote_fence.as_ref(), &mut image).await?;
     let result = async {
         let mut journal = JournalWriter::open(ctx.remote_io.clone(), image_id).await?;
         let ns = SnapshotNamespace::User;
@@ -259,11 +277,12 @@ async fn journaled_snap_op<I: IoCtx>(
     result
 }
 
-/// Takes the primary's lock, asking its owner (librbd releases on request) meanwhile.
-async fn take_lock<I: IoCtx>(image: &mut Image<I>) -> Result<(), ReplayError> {
+/// Takes the primary's lock, asking a live owner (librbd releases on request) meanwhile and
+/// breaking a dead one's (a daemon killed while it held the lock for a sync point).
+async fn take_lock<I: IoCtx>(fence: &dyn Fence, image: &mut Image<I>) -> Result<(), ReplayError> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
-        match image.acquire_lock().await {
+        match fencing::acquire(fence, image).await {
             Ok(()) => return Ok(()),
             Err(RbdError::LockBusy { .. }) if Instant::now() < deadline => {
                 let request = HeaderNotify::RequestLock {

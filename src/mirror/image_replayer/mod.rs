@@ -18,7 +18,6 @@
 //! every state change and, while replaying, after commits (at most once a second).
 
 mod bootstrap;
-mod fencing;
 mod image_sync;
 mod replay;
 mod status;
@@ -39,7 +38,7 @@ use crate::format::client_data::{ClientData, MirrorPeerState};
 use crate::format::journal::ObjectSetPosition;
 use crate::journal::JournalError;
 use crate::journal::follower::{Follower, FollowerStats};
-use crate::rados::{IoCtx, Rados};
+use crate::rados::{Fence, IoCtx, Rados};
 use crate::rbd::{self, Image, LockState, RbdError};
 
 use bootstrap::Boot;
@@ -51,6 +50,8 @@ pub struct PoolCtx<I> {
     pub peer: String,
     pub local_io: I,
     pub remote_io: I,
+    /// Breaks a dead client's lock on a primary (a killed daemon's sync-point lock).
+    pub remote_fence: Arc<dyn Fence>,
     pub local_uuid: String,
     pub remote_uuid: String,
 }
@@ -252,7 +253,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
             local_tag_class,
         } = ready;
         self.view.name = local.name().to_string();
-        fencing::acquire(&self.env.local, &mut local).await?;
+        rbd::fencing::acquire(&self.env.local, &mut local).await?;
         let result = self
             .sync_and_replay(&mut local, &mut meta, local_tag_class, cancel)
             .await;

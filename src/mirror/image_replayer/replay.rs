@@ -145,7 +145,15 @@ impl Replay {
                 ..
             } => {
                 self.flush(image).await?;
-                match image.compare_and_write(offset, cmp_data, write_data).await {
+                let op = IoOp::CompareAndWrite {
+                    offset,
+                    cmp: cmp_data,
+                    data: write_data,
+                };
+                let Some(op) = op.clip(image.size()) else {
+                    return Ok(None);
+                };
+                match image.apply(&[op], 1).await {
                     // The primary journals a compare-and-write before comparing: a
                     // mismatch there is a mismatch here, and a no-op on both sides.
                     Ok(()) | Err(RbdError::CompareMismatch { .. }) => {}
@@ -180,7 +188,11 @@ impl Replay {
         if self.io.is_empty() {
             return Ok(());
         }
-        let ops = std::mem::take(&mut self.io);
+        let size = image.size();
+        let ops: Vec<IoOp> = std::mem::take(&mut self.io)
+            .into_iter()
+            .filter_map(|op| op.clip(size))
+            .collect();
         image.apply(&ops, self.max_in_flight).await?;
         Ok(())
     }

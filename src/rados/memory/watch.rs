@@ -5,7 +5,9 @@
 //! disconnect, blocklist) is dropped from that notify, neither acked nor timed out, as the
 //! OSD's `Notify::complete_watcher_remove` does (measured on 16.2.15: the notify completes
 //! at once). A broken watch reports an error on its stream and stops receiving;
-//! `watch_check` then fails with that error.
+//! `watch_check` then fails with that error. A watch whose consumer is gone (its client
+//! dropped without unwatching: a killed process) expires at the next notify, neither acked
+//! nor timed out, which is where the OSD ends up once `osd_client_watch_timeout` passes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -157,6 +159,11 @@ impl Watches {
             let mut st = self.lock();
             st.next_id += 1;
             let id = st.next_id;
+            for w in st.watches.values_mut() {
+                if w.key == key && w.error.is_none() && w.sender.is_closed() {
+                    w.error = Some(Errno::ENOTCONN);
+                }
+            }
             let (tx, rx) = oneshot::channel();
             let mut pending = PendingNotify {
                 waiting: HashSet::new(),

@@ -6,20 +6,22 @@
 
 use std::time::Duration;
 
+use super::{Image, RbdError};
 use crate::cls;
 use crate::format::Encode;
 use crate::format::image::oids;
 use crate::format::lock::RBD_LOCK_NAME;
 use crate::format::notify::HeaderNotify;
-use crate::rados::{IoCtx, Rados};
-use crate::rbd::{Image, RbdError};
+use crate::rados::{Fence, IoCtx};
 
 /// How long a fenced client stays blocklisted (librbd: `rbd_blocklist_expire_seconds`, whose
 /// 0 means the cluster default of one hour).
 const BLOCKLIST_FOR: Duration = Duration::from_secs(3600);
 
 /// Acquires the lock, breaking a dead holder's lock first. `LockBusy` when the holder lives.
-pub async fn acquire<R: Rados>(rados: &R, image: &mut Image<R::IoCtx>) -> Result<(), RbdError> {
+/// librbd does the same before it takes a lock (its `BreakRequest`), so this serves both
+/// our local replicas and the primaries we lock briefly for a sync point.
+pub async fn acquire<I: IoCtx>(fence: &dyn Fence, image: &mut Image<I>) -> Result<(), RbdError> {
     match image.acquire_lock().await {
         Err(RbdError::LockBusy { .. }) => {}
         other => return other,
@@ -50,7 +52,7 @@ pub async fn acquire<R: Rados>(rados: &R, image: &mut Image<R::IoCtx>) -> Result
             let addr = format!("{sock}/{}", holder.addr.nonce);
             tracing::warn!(image = %image.name(), holder = %locker.locker.num, %addr,
                 "breaking the lock of a dead holder (blocklisting it first)");
-            rados.blocklist_add(&addr, BLOCKLIST_FOR).await?;
+            fence.fence(&addr, BLOCKLIST_FOR).await?;
         }
         match cls::lock::break_lock(
             &io,
