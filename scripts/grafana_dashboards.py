@@ -162,7 +162,11 @@ IMAGE = dashboard(
               legend="{{image}}"),
         panel("Errors by reason (1 h)",
               f"sum by (image, reason) (increase(rbd_relay_image_errors_total{{{SEL}}}[1h])) or vector(0)",
-              "bargauge", legend="{{image}} {{reason}}", width=24, height=6),
+              "bargauge", legend="{{image}} {{reason}}", width=16, height=6),
+        panel("Last error",
+              f"rbd_relay_image_last_error_timestamp_seconds{{{SEL}}} * 1000 > 0 or vector(0)",
+              "stat", "dateTimeFromNow", legend="{{image}}", width=8, height=6,
+              description="When the image last failed (0: not since the daemon started)."),
     ],
 )
 

@@ -19,7 +19,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use metrics::{
     Counter, Gauge, Histogram, Label, Unit, counter, describe_counter, describe_gauge,
@@ -41,6 +41,7 @@ pub const REPLAY_LATENCY: &str = "rbd_relay_replay_latency_seconds";
 pub const IMAGE_SYNC_PROGRESS: &str = "rbd_relay_image_sync_progress_ratio";
 pub const IMAGE_SYNC_BYTES: &str = "rbd_relay_image_sync_copied_bytes_total";
 pub const IMAGE_ERRORS: &str = "rbd_relay_image_errors_total";
+pub const IMAGE_LAST_ERROR: &str = "rbd_relay_image_last_error_timestamp_seconds";
 pub const IMAGES: &str = "rbd_relay_images";
 pub const NOTIFICATIONS: &str = "rbd_relay_notifications_total";
 pub const TAIL_PROBES: &str = "rbd_relay_tail_probes_total";
@@ -147,6 +148,11 @@ fn describe() {
         IMAGE_ERRORS,
         Unit::Count,
         "Image replay failures by reason (transient ones are retried, others park the image in error)"
+    );
+    describe_gauge!(
+        IMAGE_LAST_ERROR,
+        Unit::Seconds,
+        "Unix time of the image's last replay failure; 0: none since the daemon started"
     );
     describe_gauge!(IMAGES, Unit::Count, "Image replayers by state");
     describe_counter!(
@@ -285,9 +291,14 @@ impl ImageMetrics {
         self.series().sync_bytes.increment(bytes);
     }
 
-    /// A replay cycle failed; `reason` is the error's bounded `code()`.
+    /// A replay cycle failed; `reason` is the error's bounded `code()`. The counter by
+    /// reason appears with the first failure (the set of codes is open, so it is not
+    /// pre-registered); the last-error time exists from the start.
     pub fn error(&mut self, reason: &'static str) {
-        let mut labels = self.series().labels.clone();
+        let series = self.series();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH);
+        series.last_error.set(now.map_or(0.0, |d| d.as_secs_f64()));
+        let mut labels = series.labels.clone();
         labels.push(Label::new("reason", reason));
         counter!(IMAGE_ERRORS, labels).increment(1);
     }
@@ -334,6 +345,7 @@ struct ImageSeries {
     behind: Gauge,
     sync_progress: Gauge,
     split_brain: Gauge,
+    last_error: Gauge,
     entries: Counter,
     bytes: Counter,
     sync_bytes: Counter,
@@ -352,6 +364,7 @@ impl ImageSeries {
             behind: gauge!(IMAGE_ENTRIES_BEHIND, labels.iter()),
             sync_progress: gauge!(IMAGE_SYNC_PROGRESS, labels.iter()),
             split_brain: gauge!(IMAGE_SPLIT_BRAIN, labels.iter()),
+            last_error: gauge!(IMAGE_LAST_ERROR, labels.iter()),
             entries: counter!(IMAGE_REPLAYED_ENTRIES, labels.iter()),
             bytes: counter!(IMAGE_REPLAYED_BYTES, labels.iter()),
             sync_bytes: counter!(IMAGE_SYNC_BYTES, labels.iter()),
@@ -393,6 +406,7 @@ impl Drop for ImageSeries {
             &self.behind,
             &self.sync_progress,
             &self.split_brain,
+            &self.last_error,
         ] {
             g.set(0.0);
         }
