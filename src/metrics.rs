@@ -14,12 +14,18 @@
 //! shows no state, no lag and no backlog, and its counters stop moving. Zeroed series of
 //! removed images go away when the daemon restarts.
 //!
+//! Lag must grow while an image is stuck (an apply hanging, a cycle failing and retrying),
+//! when no batch completes to update it; so besides the lag of the newest apply, each image
+//! remembers when the batch it is applying was found, and a ticker started by `install`
+//! raises the gauge to that batch's age every second (the entries in it are at least that
+//! old on the primary).
+//!
 //! Without `install` (no `metrics_addr`) no recorder exists and every event fn is a no-op.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metrics::{
     Counter, Gauge, Histogram, Label, Unit, counter, describe_counter, describe_gauge,
@@ -94,8 +100,18 @@ pub fn install(addr: SocketAddr) -> Result<(), BuildError> {
     counter!(TAIL_PROBES).absolute(0);
     counter!(COMMITS).absolute(0);
     gauge!(PREFETCH_BYTES).set(0.0);
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(LAG_REFRESH);
+        loop {
+            every.tick().await;
+            Lag::refresh_all();
+        }
+    });
     Ok(())
 }
+
+/// How often the lag of images with a batch in flight is raised to that batch's age.
+const LAG_REFRESH: Duration = Duration::from_secs(1);
 
 fn describe() {
     describe_gauge!(
@@ -266,20 +282,35 @@ impl ImageMetrics {
             return;
         }
         let caught_up = view.state != ReplayState::Replaying || view.lag_seconds == 0.0;
+        let replays = !matches!(
+            view.state,
+            ReplayState::Stopped | ReplayState::Unknown | ReplayState::Syncing
+        );
         let behind = if caught_up {
             0
         } else {
             self.behind_now.load(Ordering::Relaxed)
         };
-        self.series().show(view, behind);
+        self.series().show(view, behind, replays);
     }
 
-    /// A batch was applied and acked, `latency` after its notification (or probe) came.
-    pub fn batch(&mut self, entries: u64, bytes: u64, latency: Duration, prefetch_bytes: usize) {
+    /// A batch was fetched, found at `received` (its notification or probe): until it is
+    /// applied the image's lag is at least its age. A batch fetched again after a failed
+    /// cycle keeps the first one's time: those entries are still not applied.
+    pub fn batch_received(&mut self, received: Instant) {
+        self.series()
+            .lag
+            .update(|l| l.pending_since = l.pending_since.or(Some(received)));
+    }
+
+    /// The batch was applied and acked (the replay latency is observed here).
+    pub fn batch_applied(&mut self, entries: u64, bytes: u64, prefetch_bytes: usize) {
         let s = self.series();
         s.entries.increment(entries);
         s.bytes.increment(bytes);
-        s.latency.record(latency.as_secs_f64());
+        if let Some(received) = s.lag.update(|l| l.pending_since.take()) {
+            s.latency.record(received.elapsed().as_secs_f64());
+        }
         gauge!(PREFETCH_BYTES).set(prefetch_bytes as f64);
     }
 
@@ -341,7 +372,7 @@ struct ImageSeries {
     image: String,
     /// The state shown as 1 in `rbd_relay_image_state`.
     state: Option<ReplayState>,
-    lag: Gauge,
+    lag: Arc<Lag>,
     behind: Gauge,
     sync_progress: Gauge,
     split_brain: Gauge,
@@ -360,7 +391,7 @@ impl ImageSeries {
             Label::new("image", image.to_string()),
         ];
         ImageSeries {
-            lag: gauge!(IMAGE_LAG, labels.iter()),
+            lag: Lag::new(gauge!(IMAGE_LAG, labels.iter())),
             behind: gauge!(IMAGE_ENTRIES_BEHIND, labels.iter()),
             sync_progress: gauge!(IMAGE_SYNC_PROGRESS, labels.iter()),
             split_brain: gauge!(IMAGE_SPLIT_BRAIN, labels.iter()),
@@ -375,7 +406,9 @@ impl ImageSeries {
         }
     }
 
-    fn show(&mut self, view: &ImageView, entries_behind: u64) {
+    /// `replays`: false when nothing replays by design (stopped, remote not primary,
+    /// syncing), so a batch dropped on the way there does not age.
+    fn show(&mut self, view: &ImageView, entries_behind: u64, replays: bool) {
         if self.state != Some(view.state) {
             self.set_state(self.state, 0.0);
             self.set_state(Some(view.state), 1.0);
@@ -384,7 +417,12 @@ impl ImageSeries {
             }
             self.state = Some(view.state);
         }
-        self.lag.set(view.lag_seconds);
+        self.lag.update(|l| {
+            l.applied = view.lag_seconds;
+            if !replays {
+                l.pending_since = None;
+            }
+        });
         self.behind.set(entries_behind as f64);
         self.sync_progress.set(view.sync_fraction);
     }
@@ -401,8 +439,8 @@ impl ImageSeries {
 impl Drop for ImageSeries {
     fn drop(&mut self) {
         self.set_state(self.state, 0.0);
+        self.lag.update(|l| *l = LagState::default());
         for g in [
-            &self.lag,
             &self.behind,
             &self.sync_progress,
             &self.split_brain,
@@ -410,5 +448,55 @@ impl Drop for ImageSeries {
         ] {
             g.set(0.0);
         }
+    }
+}
+
+/// An image's lag gauge and what it is computed from, shared with the ticker.
+struct Lag {
+    gauge: Gauge,
+    state: Mutex<LagState>,
+}
+
+#[derive(Default)]
+struct LagState {
+    /// The lag the replayer computed at its newest apply (0: caught up).
+    applied: f64,
+    /// When the batch being applied was found; `None` while none is in flight.
+    pending_since: Option<Instant>,
+}
+
+/// Every live image's lag, for the ticker (dead ones are pruned as it goes).
+static LAGS: Mutex<Vec<Weak<Lag>>> = Mutex::new(Vec::new());
+
+impl Lag {
+    fn new(gauge: Gauge) -> Arc<Self> {
+        let lag = Arc::new(Lag {
+            gauge,
+            state: Mutex::default(),
+        });
+        let mut all = LAGS.lock().unwrap_or_else(PoisonError::into_inner);
+        all.push(Arc::downgrade(&lag));
+        lag
+    }
+
+    /// Changes the state and sets the gauge from it, under one lock: the ticker never
+    /// writes a stale value over a newer one (nor over the zero of a dropped image).
+    fn update<T>(&self, change: impl FnOnce(&mut LagState) -> T) -> T {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let out = change(&mut s);
+        let pending = s.pending_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        self.gauge.set(s.applied.max(pending));
+        out
+    }
+
+    fn refresh_all() {
+        let mut all = LAGS.lock().unwrap_or_else(PoisonError::into_inner);
+        all.retain(|weak| match weak.upgrade() {
+            Some(lag) => {
+                lag.update(|_| ());
+                true
+            }
+            None => false,
+        });
     }
 }

@@ -349,6 +349,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                 tokio::task::yield_now().await;
                 continue;
             }
+            self.metrics.batch_received(follower.received().into_std());
             let mut applied = Applied::default();
             let ready = replay
                 .apply(&self.ctx, &self.remote_image_id, local, batch, &mut applied)
@@ -356,13 +357,8 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
             for (entry, position) in &ready {
                 follower.ack(entry, position.clone()).await?;
             }
-            let latency = follower.received().elapsed();
-            self.metrics.batch(
-                applied.entries,
-                applied.bytes,
-                latency,
-                self.env.prefetch.used(),
-            );
+            self.metrics
+                .batch_applied(applied.entries, applied.bytes, self.env.prefetch.used());
             self.view.entries_replayed += applied.entries;
             self.view.bytes_replayed += applied.bytes;
             if let Some(t) = applied.newest {
