@@ -118,7 +118,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     names
 }
 
-/// Every panel query of every dashboard, as (dashboard file, panel title, expr).
+/// Every panel and variable query of every dashboard, as (dashboard file, what, expr).
 fn dashboard_queries() -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(repo().join("grafana"))
@@ -138,11 +138,23 @@ fn dashboard_queries() -> Vec<(String, String, String)> {
             "{}: no prometheus datasource variable",
             file.display()
         );
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        // A variable's `label_values(SERIES, LABEL)` lists what `count by (LABEL) (SERIES)` does.
+        for v in vars.iter().filter(|v| v["type"] == "query") {
+            let def = v["definition"].as_str().unwrap();
+            let (series, label) = def
+                .strip_prefix("label_values(")
+                .and_then(|d| d.strip_suffix(')'))
+                .and_then(|d| d.rsplit_once(','))
+                .unwrap_or_else(|| panic!("{name}: variable query {def}"));
+            let expr = format!("count by ({}) ({series})", label.trim());
+            out.push((name.clone(), format!("variable {}", v["name"]), expr));
+        }
         for panel in board["panels"].as_array().unwrap() {
             assert_eq!(panel["datasource"]["uid"], "${datasource}");
             for t in panel["targets"].as_array().unwrap() {
                 out.push((
-                    file.file_name().unwrap().to_string_lossy().into_owned(),
+                    name.clone(),
                     panel["title"].as_str().unwrap().to_string(),
                     t["expr"].as_str().unwrap().to_string(),
                 ));
