@@ -15,8 +15,8 @@ trap stop_lab EXIT
 scripts/ceph-lab up
 eval "$(scripts/ceph-lab env)"
 
-# Real-Ceph tests must run here: never let an inherited opt-out skip them.
-unset RBD_RELAY_SKIP_CEPH
+# Real-Ceph and Prometheus tests must run here: never let an inherited opt-out skip them.
+unset RBD_RELAY_SKIP_CEPH RBD_RELAY_SKIP_PROMTOOL
 
 # Examples and benchmarks must build; they run as benchmarks, not as tests.
 cargo build --examples --benches --quiet

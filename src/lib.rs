@@ -5,6 +5,7 @@
 //! - [`cls`]: typed calls to Ceph's object classes (cls_rbd, cls_journal, cls_lock).
 //! - [`format`]: Ceph's binary encodings and the types we read and write; pure.
 //! - [`journal`]: RBD journals at the RADOS level (writer; the follower comes next).
+//! - [`metrics`]: Prometheus metric names, the exporter, one fn per event.
 //! - [`rados`]: the storage seam (async traits) with the `librados` and `memory` backends.
 //! - [`rbd`]: local RBD images at the RADOS level (the non-primary replica we write).
 
@@ -16,6 +17,7 @@ pub mod config;
 pub mod demo;
 pub mod format;
 pub mod journal;
+pub mod metrics;
 pub mod mirror;
 pub mod rados;
 pub mod rbd;

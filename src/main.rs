@@ -137,6 +137,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.metrics_addr.is_some() {
         settings.metrics_addr = args.metrics_addr;
     }
+    if let Some(addr) = settings.metrics_addr {
+        rbd_relay::metrics::install(addr).with_context(|| format!("serving metrics on {addr}"))?;
+    }
     let name = match (&args.name, &args.id) {
         (Some(n), _) => n.clone(),
         (None, Some(id)) => format!("client.{id}"),

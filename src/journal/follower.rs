@@ -32,6 +32,7 @@ use crate::backoff::Backoff;
 use crate::cls::journal as cls;
 use crate::format::entry::Entry;
 use crate::format::journal::{ClientState, ObjectPosition, ObjectSetPosition, header_oid};
+use crate::metrics::{self, Source};
 use crate::rados::{AckMode, IoCtx, Watch, WatchEvent};
 
 #[derive(Debug, Clone)]
@@ -107,6 +108,9 @@ pub struct Follower<I> {
     in_flight: usize,
     budget: Arc<PrefetchBudget>,
     stats: Arc<FollowerStats>,
+    /// When the last batch `next` returned was found: the notification (or probe) that
+    /// woke us, else the start of its read. The replay latency histogram starts here.
+    received: Instant,
 }
 
 impl<I: IoCtx> Follower<I> {
@@ -155,18 +159,22 @@ impl<I: IoCtx> Follower<I> {
             in_flight: 0,
             budget,
             stats,
+            received: Instant::now(),
         })
     }
 
     /// The next entries in journal order; waits while there are none. Returns nothing at
     /// once when the prefetch budgets are spent: apply and [`ack`](Self::ack) first.
     pub async fn next(&mut self) -> Result<Vec<(Entry, ObjectPosition)>, JournalError> {
+        let mut woke = None;
         loop {
             if self.over_budget() {
                 return Ok(Vec::new());
             }
+            let read_at = Instant::now();
             let batch = self.reader.read(self.config.batch_entries).await?;
             if !batch.is_empty() {
+                self.received = woke.unwrap_or(read_at);
                 let bytes: usize = batch.iter().map(|(e, _)| e.data.len()).sum();
                 self.in_flight += bytes;
                 self.budget.used.fetch_add(bytes, Ordering::Relaxed);
@@ -174,6 +182,7 @@ impl<I: IoCtx> Follower<I> {
                 return Ok(batch);
             }
             self.wait().await?;
+            woke = Some(Instant::now());
             self.reader.wake().await?;
         }
     }
@@ -210,6 +219,7 @@ impl<I: IoCtx> Follower<I> {
         cls::client_commit(&self.io, &self.header, &self.client_id, position.clone()).await?;
         self.committed = position;
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        metrics::commit_position_update();
         self.notify_header().await;
         Ok(())
     }
@@ -223,6 +233,11 @@ impl<I: IoCtx> Follower<I> {
         {
             tracing::debug!(%e, "journal header notify");
         }
+    }
+
+    /// When the batch `next` returned last was found (see the field).
+    pub fn received(&self) -> Instant {
+        self.received
     }
 
     /// The position last stored on the primary.
@@ -260,6 +275,7 @@ impl<I: IoCtx> Follower<I> {
             Woke::Event(ev) => self.handle(ev).await?,
             Woke::Probe => {
                 self.stats.probes.fetch_add(1, Ordering::Relaxed);
+                metrics::tail_probe();
                 if let Some(ceiling) = self.config.probe_ceiling {
                     self.probe_delay = (self.probe_delay * 2).min(ceiling);
                 }
@@ -274,6 +290,7 @@ impl<I: IoCtx> Follower<I> {
     }
 
     async fn handle(&mut self, ev: Option<WatchEvent>) -> Result<(), JournalError> {
+        metrics::watch_event(Source::Journal, ev.as_ref());
         match ev {
             // Already acked by the backend (an auto-ack watch).
             Some(WatchEvent::Notify(_)) | Some(WatchEvent::Lagged) => {
@@ -308,6 +325,7 @@ impl<I: IoCtx> Follower<I> {
                 Ok(w) => {
                     self.watch = Some(w);
                     self.rewatch.reset();
+                    metrics::rewatch(Source::Journal);
                     return Ok(());
                 }
                 Err(e) if e.is_transient() => {

@@ -29,6 +29,7 @@ use crate::cls::{self, ClsError};
 use crate::format::Decode;
 use crate::format::mirror::{MIRRORING_OBJECT, MirrorMode, MirrorPeerDirection};
 use crate::format::notify::MirroringNotify;
+use crate::metrics::{self, Source};
 use crate::rados::{AckMode, IoCtx, Rados, WatchEvent};
 
 /// Config-key holding this site's name (`rbd mirror pool enable --site-name`).
@@ -96,6 +97,9 @@ impl<R: Rados, C: Connector<Rados = R>> ClusterWatcher<R, C> {
                     p.watch = None;
                 }
                 self.refresh_pool(pool_id, cancel).await;
+                if self.pools.get(&pool_id).is_some_and(|p| p.watch.is_some()) {
+                    metrics::rewatch(Source::Mirroring);
+                }
             }
         }
     }
@@ -192,6 +196,7 @@ impl<R: Rados, C: Connector<Rados = R>> ClusterWatcher<R, C> {
                 let tx = self.events_tx.clone();
                 tokio::spawn(async move {
                     while let Some(ev) = watch.next().await {
+                        metrics::watch_event(Source::Mirroring, Some(&ev));
                         let last = matches!(ev, WatchEvent::Error(_));
                         if tx.send((pool_id, ev)).await.is_err() || last {
                             break;

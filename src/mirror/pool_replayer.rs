@@ -28,6 +28,7 @@ use super::{Connector, Env};
 use crate::backoff::Backoff;
 use crate::cls::{self, ClsError};
 use crate::format::mirror::MIRRORING_OBJECT;
+use crate::metrics::{self, Source};
 use crate::rados::{AckMode, IoCtx, Rados, Watch, WatchEvent};
 
 pub struct PoolReplayerArgs {
@@ -104,13 +105,17 @@ async fn run<R: Rados, C: Connector<Rados = R>>(
             _ = cancel.cancelled() => break Ok(()),
             ev = watch.next() => ev,
         };
+        metrics::watch_event(Source::Mirroring, ev.as_ref());
         let update = match ev {
             Some(WatchEvent::Notify(n)) => pool_watcher::decode(n.payload),
             Some(WatchEvent::Lagged) => Update::Relist,
             Some(WatchEvent::Error(_)) | None => {
                 let _ = ctx.remote_io.unwatch(watch.cookie).await;
                 match watch_remote(&ctx.remote_io).await {
-                    Ok(w) => watch = w,
+                    Ok(w) => {
+                        watch = w;
+                        metrics::rewatch(Source::Mirroring);
+                    }
                     Err(e) => break Err(e),
                 }
                 Update::Relist

@@ -156,7 +156,9 @@ pub struct RadosError {
 }
 
 impl RadosError {
+    /// Every failed call of both backends is built here, so it is also where it is counted.
     pub fn new(op: RadosOp, object: impl Into<String>, errno: Errno) -> Self {
+        crate::metrics::rados_error(op.name(), errno.name());
         RadosError {
             op,
             object: object.into(),

@@ -29,6 +29,9 @@ use crate::rbd::{self, Image, NonPrimarySpec};
 use super::{PoolCtx, ReplayError};
 use crate::mirror::registry::ReplayState;
 
+/// Why a bootstrap stops when both sides are primary (split-brain).
+pub const LOCAL_PRIMARY: &str = "local image is primary";
+
 /// librbd's "fancy striping" feature bit.
 const FEATURE_STRIPINGV2: u64 = 1 << 1;
 
@@ -78,7 +81,7 @@ pub async fn bootstrap<I: IoCtx>(
             {
                 return Ok(Boot::Skip {
                     state: ReplayState::Stopped,
-                    description: "local image is primary".into(),
+                    description: LOCAL_PRIMARY.into(),
                 });
             }
             (local, false)

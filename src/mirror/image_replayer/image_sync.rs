@@ -50,6 +50,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Reports progress as (objects done, objects total) of the current phase.
 pub trait Progress {
     fn progress(&mut self, phase: &str, done: u64, total: u64);
+    /// One object copied (`bytes` of data; 0 for an absent object).
+    fn copied(&mut self, bytes: u64);
 }
 
 pub async fn run<I: IoCtx>(
@@ -186,17 +188,19 @@ async fn copy_objects<I: IoCtx>(
     let mut copies = futures::stream::iter(start..total)
         .map(|n| async move {
             let data: Option<Bytes> = remote.read_object(n, Some(snap.id)).await?;
+            let bytes = data.as_ref().map_or(0, |d| d.len() as u64);
             let absent = data.is_none();
             match local_ref.write_object(n, data).await {
                 // Removing what is not there: nothing to do.
                 Err(e) if absent && e.errno() == Some(crate::rados::Errno::ENOENT) => {}
                 other => other?,
             }
-            Ok::<u64, RbdError>(n)
+            Ok::<_, RbdError>((n, bytes))
         })
         .buffered(in_flight.max(1));
     let mut saved = Instant::now();
-    while let Some(n) = copies.try_next().await? {
+    while let Some((n, bytes)) = copies.try_next().await? {
+        progress.copied(bytes);
         if let Some(cp) = checkpoint.as_mut() {
             progress.progress("image", n + 1, total);
             if saved.elapsed() >= CHECKPOINT_EVERY {

@@ -38,6 +38,7 @@ use crate::format::client_data::{ClientData, MirrorPeerState};
 use crate::format::journal::ObjectSetPosition;
 use crate::journal::JournalError;
 use crate::journal::follower::{Follower, FollowerStats};
+use crate::metrics::ImageMetrics;
 use crate::rados::{Fence, IoCtx, Rados};
 use crate::rbd::{self, Image, LockState, RbdError};
 
@@ -139,6 +140,7 @@ pub fn spawn<R: Rados, C: Connector<Rados = R>>(
         namespace: String::new(),
         global_id: global_id.clone(),
     };
+    let metrics = ImageMetrics::new(&key);
     let actor = ImageReplayer {
         view: ImageView {
             name: String::new(),
@@ -164,12 +166,14 @@ pub fn spawn<R: Rados, C: Connector<Rados = R>>(
             committed: None,
         }),
         stats: Arc::new(FollowerStats::default()),
+        metrics,
     };
     env.tasks.spawn(status::writer(
         actor.ctx.clone(),
         actor.global_id.clone(),
         actor.remote_image_id.clone(),
         actor.status.subscribe(),
+        actor.metrics.entries_behind(),
     ));
     let task = env.tasks.spawn(actor.run(cancel.clone()));
     (ImageReplayerHandle { kick, cancel }, task)
@@ -186,6 +190,8 @@ struct ImageReplayer<R: Rados, C> {
     /// Read by this image's status writer task.
     status: tokio::sync::watch::Sender<status::Published>,
     stats: Arc<FollowerStats>,
+    /// This image's series; dropped (zeroed) when the replayer ends.
+    metrics: ImageMetrics,
 }
 
 /// Why a cycle ended without an error.
@@ -204,6 +210,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                 Ok(Stopped::Cancelled) => break,
                 Ok(Stopped::Parked) => true,
                 Err(e) if e.is_transient() => {
+                    self.metrics.error(e.code());
                     tracing::warn!(image = %self.view.name, global_id = %self.global_id, %e,
                         "image replay interrupted; retrying");
                     self.set_state(ReplayState::StartingReplay, &format!("retrying: {e}"))
@@ -211,6 +218,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                     false
                 }
                 Err(e) => {
+                    self.metrics.error(e.code());
                     tracing::error!(image = %self.view.name, global_id = %self.global_id, %e,
                         "image replay failed");
                     self.set_state(ReplayState::Error, &e.to_string()).await;
@@ -242,6 +250,8 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
         };
         let ready = match boot {
             Boot::Skip { state, description } => {
+                self.metrics
+                    .split_brain(description == bootstrap::LOCAL_PRIMARY);
                 self.set_state(state, &description).await;
                 return Ok(Stopped::Parked);
             }
@@ -278,6 +288,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
             let remote_id = self.remote_image_id.clone();
             let mut progress = SyncProgress {
                 view: &mut self.view,
+                metrics: &mut self.metrics,
             };
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(Stopped::Cancelled),
@@ -339,6 +350,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                 tokio::task::yield_now().await;
                 continue;
             }
+            self.metrics.batch_received(follower.received().into_std());
             let mut applied = Applied::default();
             let ready = replay
                 .apply(&self.ctx, &self.remote_image_id, local, batch, &mut applied)
@@ -346,6 +358,8 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
             for (entry, position) in &ready {
                 follower.ack(entry, position.clone()).await?;
             }
+            self.metrics
+                .batch_applied(applied.entries, applied.bytes, self.env.prefetch.used());
             self.view.entries_replayed += applied.entries;
             self.view.bytes_replayed += applied.bytes;
             if let Some(t) = applied.newest {
@@ -379,21 +393,28 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
 
     fn publish(&mut self) {
         self.view.updated = SystemTime::now();
+        self.metrics.publish(&self.view);
         self.env.registry.publish(&self.key, self.view.clone());
     }
 }
 
 struct SyncProgress<'a> {
     view: &'a mut ImageView,
+    metrics: &'a mut ImageMetrics,
 }
 
 impl image_sync::Progress for SyncProgress<'_> {
+    fn copied(&mut self, bytes: u64) {
+        self.metrics.sync_copied(bytes);
+    }
+
     fn progress(&mut self, phase: &str, done: u64, total: u64) {
         self.view.sync_fraction = if total == 0 {
             1.0
         } else {
             done as f64 / total as f64
         };
+        self.metrics.sync_progress(self.view.sync_fraction);
         self.view.description = format!(
             "bootstrapping, IMAGE_SYNC/COPY {phase} {}%",
             (self.view.sync_fraction * 100.0) as u32

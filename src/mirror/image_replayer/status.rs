@@ -4,6 +4,7 @@
 //! "entries_per_second":…,"non_primary_position":{…},"primary_position":{…}}`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
@@ -52,12 +53,13 @@ fn position_json(p: &ObjectSetPosition) -> serde_json::Value {
     }
 }
 
-/// The replaying description; the primary's position is librbd's own client's commit.
+/// The replaying description, and the entries behind in it; the primary's position is
+/// librbd's own client's commit.
 pub async fn replaying_description<I: IoCtx>(
     ctx: &PoolCtx<I>,
     remote_image_id: &str,
     ours: &ObjectSetPosition,
-) -> String {
+) -> (String, u64) {
     let header = header_oid(remote_image_id);
     let primary = cls_journal::get_client(&ctx.remote_io, &header, IMAGE_CLIENT_ID)
         .await
@@ -76,7 +78,7 @@ pub async fn replaying_description<I: IoCtx>(
         "non_primary_position": position_json(ours),
         "primary_position": position_json(&primary),
     });
-    format!("replaying, {body}")
+    (format!("replaying, {body}"), behind)
 }
 
 /// What the replayer last published; the status writer turns it into a status.
@@ -96,11 +98,17 @@ pub async fn writer<I: IoCtx>(
     global_id: String,
     remote_image_id: String,
     mut rx: watch::Receiver<Published>,
+    entries_behind: Arc<AtomicU64>,
 ) {
     while rx.changed().await.is_ok() {
         let p = rx.borrow_and_update().clone();
         let description = match &p.committed {
-            Some(pos) => replaying_description(&ctx, &remote_image_id, pos).await,
+            Some(pos) => {
+                let (description, behind) =
+                    replaying_description(&ctx, &remote_image_id, pos).await;
+                entries_behind.store(behind, Ordering::Relaxed);
+                description
+            }
             None => p.description.clone(),
         };
         if let Err(e) = write(&ctx.local_io, &global_id, p.state, &description).await {
