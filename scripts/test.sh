@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: everything from a fresh machine (Rust present) to a verdict.
 # Installs the Ceph packages when missing, starts a private two-site lab (site-a, site-b),
-# runs every test (unit, property, conformance on both backends, real-Ceph tests), stops
+# runs every test (unit, property, conformance on both backends, real-Ceph tests, the
+# daemon end to end on the lab), stops
 # the lab and exits with the tests' status.
 #   RBD_RELAY_LAB_DIR  where the lab lives (default: a fresh directory under /tmp)
 #   RBD_RELAY_KEEP_LAB=1  leave the lab running afterwards (for debugging)
@@ -30,5 +31,9 @@ run cargo test --test conformance -- --skip memory --skip librados
 others=()
 for t in tests/*.rs; do others+=(--test "$(basename "$t" .rs)"); done
 run cargo test --lib --bins "${others[@]}"
+# The daemon end to end on the lab with real librbd on site-a: live replay of the full op
+# mix, image sync, restart, and 20 kill -9s mid-workload; both sites compared byte for byte.
+export RBD_RELAY_BIN=$PWD/target/debug/rbd-relay
+run scripts/e2e-check rbd-relay 200
 echo "test.sh: exit status $status"
 exit $status

@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::journal::follower::FollowerConfig;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Prometheus endpoint (`None`: no exporter). Loopback by default: metrics name pools
@@ -67,17 +67,6 @@ pub struct PoolSettings {
     /// Delay before a non-primary image whose primary is gone is deleted locally (upstream:
     /// `rbd_mirror_delete_retry_interval`-like grace).
     pub delete_delay_ms: u64,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            metrics_addr: None,
-            replay: ReplaySettings::default(),
-            sync: SyncSettings::default(),
-            pools: PoolSettings::default(),
-        }
-    }
 }
 
 impl Default for ReplaySettings {

@@ -240,7 +240,7 @@ async fn prefetch_budget_holds() {
     }
     let bytes: usize = held.iter().map(|(e, _)| e.data.len()).sum();
     assert!(
-        bytes >= 1000 && bytes < 1000 + 4 * 200,
+        (1000..1000 + 4 * 200).contains(&bytes),
         "{bytes} bytes held"
     );
     assert_eq!(budget.used(), bytes);

@@ -227,15 +227,14 @@ impl Player {
             if let Some(step) = self.advance_used_up(active_set) {
                 return Ok(step);
             }
-            if let Expect::Next { tag, .. } = self.expect {
-                if self
+            if let Expect::Next { tag, .. } = self.expect
+                && self
                     .cursors
                     .iter()
                     .any(|c| c.pending.iter().any(|e| e.tag_tid > tag))
-                {
-                    self.expect = Expect::FirstOf { after: Some(tag) };
-                    continue;
-                }
+            {
+                self.expect = Expect::FirstOf { after: Some(tag) };
+                continue;
             }
             return Ok(Next::CaughtUp);
         }

@@ -1,8 +1,11 @@
-//! Taking the local image's exclusive lock when a previous holder died (a daemon killed
-//! with -9, a host lost): the lock stays in the header until someone breaks it. As librbd
-//! does, we break it only for a holder that is provably gone: its header watch no longer
-//! exists (it neither acks nor times out a notify). That holder is blocklisted first, so
-//! a frozen-but-alive process can never write again after we start (fencing).
+//! Taking an image's exclusive lock when its holder died (a daemon killed with -9, a host
+//! lost): the lock stays in the header until someone breaks it. A holder is alive when its
+//! header watch answers a notify; every live client does at once (librbd, and our lock
+//! servant task). One whose watch is gone, or still registered but silent for the notify's
+//! timeout, is taken for dead: librbd would wait for the OSD to drop the watch (30 s after
+//! a kill), we wait 5 s. That is safe because the holder is blocklisted before its lock is
+//! broken, so even a frozen-but-alive process can never write again after we start
+//! (fencing); it only loses its turn.
 
 use std::time::Duration;
 
@@ -43,8 +46,7 @@ pub async fn acquire<I: IoCtx>(fence: &dyn Fence, image: &mut Image<I>) -> Resul
             .strip_prefix("auto ")
             .and_then(|h| h.parse::<u64>().ok());
         let watching = |g: u64, c: u64| g == gid && Some(c) == handle;
-        let alive = reply.acks.iter().any(|a| watching(a.notifier_id, a.cookie))
-            || reply.timeouts.iter().any(|&(g, c)| watching(g, c));
+        let alive = reply.acks.iter().any(|a| watching(a.notifier_id, a.cookie));
         if alive {
             continue;
         }
@@ -54,14 +56,8 @@ pub async fn acquire<I: IoCtx>(fence: &dyn Fence, image: &mut Image<I>) -> Resul
                 "breaking the lock of a dead holder (blocklisting it first)");
             fence.fence(&addr, BLOCKLIST_FOR).await?;
         }
-        match cls::lock::break_lock(
-            &io,
-            &header,
-            RBD_LOCK_NAME,
-            locker.locker.clone(),
-            &locker.cookie,
-        )
-        .await
+        match cls::lock::break_lock(&io, &header, RBD_LOCK_NAME, locker.locker, &locker.cookie)
+            .await
         {
             Err(e) if e.is_not_found() => {}
             other => other?,

@@ -43,7 +43,7 @@ pub struct Ready<I: IoCtx> {
 }
 
 pub enum Boot<I: IoCtx> {
-    Ready(Ready<I>),
+    Ready(Box<Ready<I>>),
     /// Nothing to replay now; a notification (image update) restarts the bootstrap.
     Skip {
         state: ReplayState,
@@ -156,11 +156,11 @@ pub async fn bootstrap<I: IoCtx>(
             }
         }
     };
-    Ok(Boot::Ready(Ready {
+    Ok(Boot::Ready(Box::new(Ready {
         local,
         meta,
         local_tag_class,
-    }))
+    })))
 }
 
 /// The data of a journal's newest tag: who owns the image now.

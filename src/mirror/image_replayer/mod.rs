@@ -255,7 +255,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                 self.set_state(state, &description).await;
                 return Ok(Stopped::Parked);
             }
-            Boot::Ready(r) => r,
+            Boot::Ready(r) => *r,
         };
         let bootstrap::Ready {
             mut local,
@@ -352,11 +352,22 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
             }
             self.metrics.batch_received(follower.received().into_std());
             let mut applied = Applied::default();
-            let ready = replay
-                .apply(&self.ctx, &self.remote_image_id, local, batch, &mut applied)
-                .await?;
-            for (entry, position) in &ready {
-                follower.ack(entry, position.clone()).await?;
+            let mut batch = batch;
+            let mut ready = Vec::new();
+            loop {
+                let out = replay
+                    .apply(&self.ctx, &self.remote_image_id, local, batch, &mut applied)
+                    .await?;
+                for (entry, position) in &out.ready {
+                    follower.ack(entry, position.clone()).await?;
+                }
+                ready.extend(out.ready);
+                if out.rest.is_empty() {
+                    break;
+                }
+                // An op runs next: everything before it is committed first.
+                follower.flush_commit().await?;
+                batch = out.rest;
             }
             self.metrics
                 .batch_applied(applied.entries, applied.bytes, self.env.prefetch.used());

@@ -11,6 +11,11 @@
 //!      primary's op succeeded (r == 0), as librbd's replay does
 //!    → ack entries in journal order once durable; an op event and everything after it stay
 //!      unacked until the op ran, so a crash never commits past an unapplied op
+//!    → before an op runs, the caller commits everything acked (apply returns early for it):
+//!      after a crash only that one op can be replayed again. Replaying an older stretch
+//!      is not harmless once snapshot names repeat: `remove snap-2 … create snap-2` replayed
+//!      over a replica that already made the new snap-2 would remove it and re-create it
+//!      from a later head
 //!  lock lost ──► stop at once (nothing more is written, nothing unapplied is committed)
 //! ```
 
@@ -39,6 +44,15 @@ pub struct Applied {
     pub newest: Option<SystemTime>,
 }
 
+/// What [`Replay::apply`] leaves to its caller.
+pub struct Outcome {
+    /// Applied entries that may be acked now, in journal order.
+    pub ready: Vec<(Entry, ObjectPosition)>,
+    /// Not processed yet: an op runs next. Ack `ready`, store the commit position, then
+    /// pass these to `apply` again.
+    pub rest: Vec<(Entry, ObjectPosition)>,
+}
+
 /// Replay state that outlives one batch.
 pub struct Replay {
     /// Aio ops gathered since the last barrier.
@@ -52,6 +66,8 @@ pub struct Replay {
     /// Tag class of the local journal (where mirrored tags go).
     local_tag_class: u64,
     max_in_flight: usize,
+    /// The op whose preceding entries the caller has committed; it may run now.
+    committed_before: Option<u64>,
 }
 
 impl Replay {
@@ -63,10 +79,11 @@ impl Replay {
             tag: None,
             local_tag_class,
             max_in_flight: max_in_flight.max(1),
+            committed_before: None,
         }
     }
 
-    /// Applies a batch of entries; returns what may now be acked, in order.
+    /// Applies a batch of entries, up to the next op that must wait for a commit.
     pub async fn apply<I: IoCtx>(
         &mut self,
         ctx: &PoolCtx<I>,
@@ -74,8 +91,10 @@ impl Replay {
         image: &mut Image<I>,
         batch: Vec<(Entry, ObjectPosition)>,
         applied: &mut Applied,
-    ) -> Result<Vec<(Entry, ObjectPosition)>, ReplayError> {
-        for (entry, pos) in batch {
+    ) -> Result<Outcome, ReplayError> {
+        let mut entries = batch.into_iter();
+        let mut rest = Vec::new();
+        while let Some((entry, pos)) = entries.next() {
             if self.tag != Some(entry.tag_tid) {
                 self.flush(image).await?;
                 self.mirror_tag(ctx, remote_journal, image, entry.tag_tid)
@@ -91,6 +110,16 @@ impl Replay {
                     reason: source.to_string(),
                 }
             })?;
+            if let Event::OpFinish { op_tid, r } = &ev.event
+                && *r >= 0
+                && self.ops.contains_key(op_tid)
+                && self.committed_before != Some(*op_tid)
+            {
+                self.committed_before = Some(*op_tid);
+                rest.push((entry, pos));
+                rest.extend(entries);
+                break;
+            }
             applied.entries += 1;
             applied.bytes += entry.data.len() as u64;
             if !ev.timestamp.is_zero() {
@@ -108,7 +137,7 @@ impl Replay {
             let (e, p, _) = self.unacked.pop_front().expect("front exists");
             ready.push((e, p));
         }
-        Ok(ready)
+        Ok(Outcome { ready, rest })
     }
 
     /// Handles one event; returns the op tid when it is an op event awaiting its finish.

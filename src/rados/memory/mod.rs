@@ -131,6 +131,7 @@ impl MemoryCluster {
         MemoryRados {
             cluster: self.inner.clone(),
             caller,
+            alive: Arc::new(()),
         }
     }
 
@@ -155,6 +156,9 @@ impl MemoryCluster {
 pub struct MemoryRados {
     cluster: Arc<Cluster>,
     caller: Caller,
+    /// Shared by every clone of this connection: when the last one is gone, the client is
+    /// dead (a killed process), and its watches expire.
+    alive: Arc<()>,
 }
 
 impl MemoryRados {
@@ -428,7 +432,12 @@ impl IoCtx for MemoryIoCtx {
         Ok(self
             .cluster()
             .watches
-            .watch(self.key(oid), self.conn.caller, ack))
+            .watch(
+                self.key(oid),
+                self.conn.caller,
+                Arc::downgrade(&self.conn.alive),
+                ack,
+            ))
     }
     async fn unwatch(&self, cookie: u64) -> RadosResult<()> {
         self.conn

@@ -5,12 +5,13 @@
 //! disconnect, blocklist) is dropped from that notify, neither acked nor timed out, as the
 //! OSD's `Notify::complete_watcher_remove` does (measured on 16.2.15: the notify completes
 //! at once). A broken watch reports an error on its stream and stops receiving;
-//! `watch_check` then fails with that error. A watch whose consumer is gone (its client
-//! dropped without unwatching: a killed process) expires at the next notify, neither acked
-//! nor timed out, which is where the OSD ends up once `osd_client_watch_timeout` passes.
+//! `watch_check` then fails with that error. A watch whose stream was dropped is acked by
+//! the backend while its client lives (as librados does); once the client is gone too (a
+//! killed process) the watch expires at the next notify, neither acked nor timed out,
+//! which is where the OSD ends up once `osd_client_watch_timeout` passes.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,6 +27,8 @@ struct WatchEntry {
     key: ObjKey,
     caller: Caller,
     sender: WatchSender,
+    /// The watching client's liveness (see `MemoryRados::alive`).
+    client: Weak<()>,
     /// Set once the watch broke; it then receives nothing.
     error: Option<Errno>,
 }
@@ -68,7 +71,13 @@ impl Watches {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn watch(&self, key: ObjKey, caller: Caller, ack: AckMode) -> Watch {
+    pub(super) fn watch(
+        &self,
+        key: ObjKey,
+        caller: Caller,
+        client: Weak<()>,
+        ack: AckMode,
+    ) -> Watch {
         let mut st = self.lock();
         st.next_id += 1;
         let cookie = st.next_id;
@@ -79,6 +88,7 @@ impl Watches {
                 key,
                 caller,
                 sender,
+                client,
                 error: None,
             },
         );
@@ -160,7 +170,8 @@ impl Watches {
             st.next_id += 1;
             let id = st.next_id;
             for w in st.watches.values_mut() {
-                if w.key == key && w.error.is_none() && w.sender.is_closed() {
+                let dead = w.sender.is_closed() && w.client.strong_count() == 0;
+                if w.key == key && w.error.is_none() && dead {
                     w.error = Some(Errno::ENOTCONN);
                 }
             }
