@@ -111,6 +111,8 @@ pub struct Follower<I> {
     /// When the last batch `next` returned was found: the notification (or probe) that
     /// woke us, else the start of its read. The replay latency histogram starts here.
     received: Instant,
+    /// The last wake-up (notification or probe) not yet followed by a delivered batch.
+    woke: Option<Wake>,
 }
 
 impl<I: IoCtx> Follower<I> {
@@ -160,21 +162,30 @@ impl<I: IoCtx> Follower<I> {
             budget,
             stats,
             received: Instant::now(),
+            woke: None,
         })
     }
 
     /// The next entries in journal order; waits while there are none. Returns nothing at
     /// once when the prefetch budgets are spent: apply and [`ack`](Self::ack) first.
+    /// Cancel safe (the replayer selects on it): fetched entries stay in the reader and a
+    /// wake-up that arrived stays pending until the journal was re-read.
     pub async fn next(&mut self) -> Result<Vec<(Entry, ObjectPosition)>, JournalError> {
-        let mut woke = None;
         loop {
             if self.over_budget() {
                 return Ok(Vec::new());
             }
+            if self.woke.is_some_and(|w| w.pending) {
+                self.reader.wake().await?;
+                self.woke = self.woke.map(|w| Wake {
+                    pending: false,
+                    ..w
+                });
+            }
             let read_at = Instant::now();
             let batch = self.reader.read(self.config.batch_entries).await?;
             if !batch.is_empty() {
-                self.received = woke.unwrap_or(read_at);
+                self.received = self.woke.take().map_or(read_at, |w| w.at);
                 let bytes: usize = batch.iter().map(|(e, _)| e.data.len()).sum();
                 self.in_flight += bytes;
                 self.budget.used.fetch_add(bytes, Ordering::Relaxed);
@@ -182,8 +193,6 @@ impl<I: IoCtx> Follower<I> {
                 return Ok(batch);
             }
             self.wait().await?;
-            woke = Some(Instant::now());
-            self.reader.wake().await?;
         }
     }
 
@@ -271,6 +280,14 @@ impl<I: IoCtx> Follower<I> {
             _ = maybe_sleep_until(probe_at) => Woke::Probe,
             _ = maybe_sleep_until(commit_at) => Woke::CommitDue,
         };
+        // Recorded before anything else awaits, so a cancelled wait loses no wake-up.
+        if !matches!(woke, Woke::CommitDue) {
+            let at = match self.woke {
+                Some(w) if w.pending => w.at, // an earlier wake-up, not acted on yet
+                _ => Instant::now(),
+            };
+            self.woke = Some(Wake { at, pending: true });
+        }
         match woke {
             Woke::Event(ev) => self.handle(ev).await?,
             Woke::Probe => {
@@ -335,6 +352,13 @@ impl<I: IoCtx> Follower<I> {
             }
         }
     }
+}
+
+/// A wake-up of the follower: when it came, and whether the journal was re-read since.
+#[derive(Clone, Copy)]
+struct Wake {
+    at: Instant,
+    pending: bool,
 }
 
 enum Woke {

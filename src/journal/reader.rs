@@ -20,6 +20,8 @@ pub struct JournalReader<I> {
     data_pool_id: i64,
     player: Player,
     active_set: u64,
+    /// Entries out of the player, not yet returned (see `read`).
+    taken: Vec<(Entry, ObjectPosition)>,
 }
 
 impl<I: IoCtx> JournalReader<I> {
@@ -52,20 +54,22 @@ impl<I: IoCtx> JournalReader<I> {
             data_pool_id,
             player,
             active_set,
+            taken: Vec::new(),
         })
     }
 
     /// Everything readable now, in journal order, at most `max` entries. An empty result
     /// means caught up: call [`wake`](Self::wake) when the journal may have changed.
+    /// Cancel safe: entries taken from the player before a cancelled fetch are kept and
+    /// returned by the next call.
     pub async fn read(&mut self, max: usize) -> Result<Vec<(Entry, ObjectPosition)>, JournalError> {
-        let mut out = Vec::new();
-        while out.len() < max {
+        while self.taken.len() < max {
             match self
                 .player
                 .next(self.active_set)
                 .map_err(|e| self.play_error(e))?
             {
-                Next::Entry(e, p) => out.push((e, p)),
+                Next::Entry(e, p) => self.taken.push((e, p)),
                 Next::CaughtUp => break,
                 Next::Fetch {
                     object_number,
@@ -82,7 +86,7 @@ impl<I: IoCtx> JournalReader<I> {
                 }
             }
         }
-        Ok(out)
+        Ok(std::mem::take(&mut self.taken))
     }
 
     /// The journal may have moved (a header notification, or the tail probe): re-read the

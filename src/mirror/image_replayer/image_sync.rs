@@ -65,7 +65,18 @@ pub async fn run<I: IoCtx>(
     let header = header_oid(remote_image_id);
     // CREATE_SYNC_POINT
     if meta.sync_points.is_empty() {
-        let name = format!(".rbd-mirror.{}.{}", ctx.local_uuid, uuid::Uuid::new_v4());
+        // A sync point whose creation a crash cut short (made, never recorded) is ours by
+        // name: remove it, or it would stay on the primary for good.
+        let ours = format!(".rbd-mirror.{}.", ctx.local_uuid);
+        let remote = Image::open(ctx.remote_io.clone(), remote_image_id).await?;
+        for orphan in remote
+            .snapshots()
+            .iter()
+            .filter(|s| s.name.starts_with(&ours))
+        {
+            journaled_snap_op(ctx, remote_image_id, &orphan.name, false).await?;
+        }
+        let name = format!("{ours}{}", uuid::Uuid::new_v4());
         let position = journaled_snap_op(ctx, remote_image_id, &name, true).await?;
         meta.sync_points.push(MirrorPeerSyncPoint {
             snap_name: name,

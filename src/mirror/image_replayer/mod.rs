@@ -330,7 +330,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
         let mut replay = Replay::new(local_tag_class, self.env.settings.replay.max_in_flight);
         let mut lock = local.lock_state();
         loop {
-            // Cancelling a fetch loses nothing: the batch was not delivered, nothing acked.
+            // Follower::next is cancel safe: a lock change loses no fetched entry.
             let batch = tokio::select! {
                 _ = cancel.cancelled() => return Ok(Stopped::Cancelled),
                 _ = lock.changed() => match *lock.borrow_and_update() {

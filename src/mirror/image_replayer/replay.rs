@@ -196,6 +196,8 @@ impl Replay {
                 if let Some(op) = self.ops.remove(&op_tid)
                     && r >= 0
                 {
+                    // Op tids repeat across epochs: the barrier served this op only.
+                    self.committed_before = None;
                     apply_op(image, op).await?;
                 }
             }

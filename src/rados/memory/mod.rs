@@ -429,15 +429,12 @@ impl IoCtx for MemoryIoCtx {
 
     async fn watch_with(&self, oid: &str, ack: AckMode) -> RadosResult<Watch> {
         self.require_object(RadosOp::Watch, oid)?;
-        Ok(self
-            .cluster()
-            .watches
-            .watch(
-                self.key(oid),
-                self.conn.caller,
-                Arc::downgrade(&self.conn.alive),
-                ack,
-            ))
+        Ok(self.cluster().watches.watch(
+            self.key(oid),
+            self.conn.caller,
+            Arc::downgrade(&self.conn.alive),
+            ack,
+        ))
     }
     async fn unwatch(&self, cookie: u64) -> RadosResult<()> {
         self.conn
