@@ -166,8 +166,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         )
         .await?;
     tracing::info!(cluster = %args.cluster, client = %name, instance = %instance, "rbd-relay running");
-    let env = rbd_relay::mirror::Env::new(local, rbd_relay::ceph_conf::LibradosConnector, settings);
     let cancel = tokio_util::sync::CancellationToken::new();
+    let every = std::time::Duration::from_millis(settings.pools.refresh_interval_ms);
+    tokio::spawn(publish_service_status(
+        local.clone(),
+        instance,
+        every,
+        cancel.clone(),
+    ));
+    let env = rbd_relay::mirror::Env::new(local, rbd_relay::ceph_conf::LibradosConnector, settings);
     let asok = args
         .admin_socket
         .unwrap_or_else(|| PathBuf::from(format!("/tmp/rbd-relay.{}.{name}.asok", args.cluster)));
@@ -205,6 +212,51 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Our entry in Ceph's service map status, in rbd-mirror's shape: a `json` key holding
+/// `{"<pool id>": {"instance_id": "<our global id>", "leader": true}}`. `rbd mirror pool
+/// status` reports "daemon health: ERROR" for a pool nobody reports, and `--verbose` maps
+/// each image status (written by our client) to "service: <id> on <host>" through
+/// `instance_id`. Pools come and go without a notification, so the list is re-read at
+/// the pool refresh interval; the status is sent only when it changed.
+async fn publish_service_status(
+    rados: LibradosCluster,
+    instance: String,
+    every: std::time::Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut published = String::new();
+    loop {
+        match rados.pool_list().await {
+            Ok(pools) => {
+                let body: serde_json::Map<String, serde_json::Value> = pools
+                    .iter()
+                    .map(|(id, name)| {
+                        let entry = serde_json::json!({
+                            "name": name, "instance_id": instance, "leader": true,
+                        });
+                        (id.to_string(), entry)
+                    })
+                    .collect();
+                let json = serde_json::Value::Object(body).to_string();
+                if json != published {
+                    match rados
+                        .service_update_status(vec![("json".into(), json.clone())])
+                        .await
+                    {
+                        Ok(()) => published = json,
+                        Err(e) => tracing::warn!(%e, "updating the service map status"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(%e, "listing pools for the service map status"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 fn hostname() -> String {

@@ -113,6 +113,17 @@ impl Player {
         }
     }
 
+    /// Every read the player can use now besides the one [`next`](Self::next) asked for:
+    /// the other cursors not read since the last wake-up. Reading them together fetches a
+    /// backlog a set of objects at a time instead of one object after another.
+    pub fn wanted(&self) -> Vec<(u64, u64)> {
+        self.cursors
+            .iter()
+            .filter(|c| !c.fresh)
+            .map(|c| (c.object_number, c.scanned))
+            .collect()
+    }
+
     /// The journal may have changed: every cursor is read again from where it stopped.
     pub fn wake(&mut self) {
         for c in &mut self.cursors {

@@ -71,18 +71,30 @@ impl<I: IoCtx> JournalReader<I> {
             {
                 Next::Entry(e, p) => self.taken.push((e, p)),
                 Next::CaughtUp => break,
-                Next::Fetch {
-                    object_number,
-                    from,
-                } => {
-                    let oid = data_oid(self.data_pool_id, &self.journal_id, object_number);
-                    let bytes = match self.io.read(&oid, from, 0).await {
-                        Err(e) if e.errno == Errno::ENOENT => Default::default(), // trimmed or not yet written
-                        other => other?,
-                    };
-                    self.player
-                        .feed(object_number, from, bytes)
-                        .map_err(|e| self.play_error(e))?;
+                Next::Fetch { .. } => {
+                    // The asked-for object and every other cursor's, read concurrently.
+                    let reads = self
+                        .player
+                        .wanted()
+                        .into_iter()
+                        .map(|(object_number, from)| {
+                            let oid = data_oid(self.data_pool_id, &self.journal_id, object_number);
+                            let io = &self.io;
+                            async move {
+                                let bytes = match io.read(&oid, from, 0).await {
+                                    // Trimmed, or not written yet.
+                                    Err(e) if e.errno == Errno::ENOENT => Default::default(),
+                                    other => other?,
+                                };
+                                Ok::<_, JournalError>((object_number, from, bytes))
+                            }
+                        });
+                    for (object_number, from, bytes) in futures::future::try_join_all(reads).await?
+                    {
+                        self.player
+                            .feed(object_number, from, bytes)
+                            .map_err(|e| self.play_error(e))?;
+                    }
                 }
             }
         }
