@@ -42,6 +42,7 @@ both_backends!(
     cases::snapshots_and_resize,
     cases::header_ops_and_remove,
     lock_cases::lock_requests,
+    lock_cases::promotion_notify_releases,
     lock_cases::stale_snap_context,
     lock_cases::blocklisted_client_stops_writing,
 );

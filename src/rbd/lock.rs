@@ -9,6 +9,8 @@
 //!        |  local journal tag owned here ("" = promoted) or no journal
 //!        |      --> ack 0, RELEASE_REQUESTED (caller drains and calls release_lock)
 //!        \  otherwise (still non-primary) --> ack ResponseMessage(-EROFS), stay HELD
+//!  HELD --notify on the local journal header, whose newest tag is now owned here
+//!        (`rbd mirror image promote`)--> RELEASE_REQUESTED
 //!  HELD | RELEASE_REQUESTED --release_lock: stop watch task, cls unlock, ReleasedLock
 //!        notify, unwatch--> UNLOCKED
 //!  HELD | RELEASE_REQUESTED --watch error (blocklist, disconnect) or EBLOCKLISTED on a
@@ -18,6 +20,16 @@
 //! answers every lock request, forced or not, with -EROFS while the local journal is not
 //! the tag owner, and releases once it is (after `rbd mirror image promote`, which
 //! allocates a local-owned tag). librbd's own requests are always "forced".
+//!
+//! Observed on 16.2.15: `rbd mirror image promote --force` asks nobody for the lock. It
+//! allocates the local-owned tag in the journal, notifies the journal header and returns
+//! (within ~100 ms), leaving our lock in place; only the first librbd client that then
+//! writes sends a RequestLock. rbd-mirror stops replaying at the promotion itself: its
+//! local journal's listener sees the new tag (`handle_promoted`). So we also watch the
+//! local journal's header while the lock is held, and a notify after which the newest tag
+//! is ours turns HELD into RELEASE_REQUESTED: the replayer stops writing into an image that
+//! has just become primary, rather than at the next librbd client's lock request. A broken
+//! journal watch counts as a lost lock: a promotion could no longer be seen.
 //!
 //! The header watch is served by one task per locked image (spawned here, against the
 //! crate's usual rule, because librbd waits up to 5 s for every unanswered watcher and
@@ -35,11 +47,12 @@ use super::{Image, RbdError};
 use crate::cls::{self, image as cls_image, journal as cls_journal};
 use crate::format::client_data::{LOCAL_MIRROR_UUID, TagData};
 use crate::format::entity::EntityName;
+use crate::format::image::features;
 use crate::format::journal::header_oid as journal_oid;
 use crate::format::lock::{LockOp, LockType, RBD_LOCK_NAME, RBD_LOCK_TAG, rbd_lock_cookie};
 use crate::format::notify::{ClientId, HeaderNotify, ResponseMessage};
 use crate::format::{Decode, Encode};
-use crate::rados::{Errno, IoCtx, Notification, RadosError, Watch, WatchEvent};
+use crate::rados::{AckMode, Errno, IoCtx, Notification, RadosError, Watch, WatchEvent};
 
 /// Where the exclusive lock stands; published through [`Image::lock_state`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +138,9 @@ struct Held {
     /// Our client id as Ceph recorded it on the lock (`client.<gid>`).
     gid: u64,
     cancel: CancellationToken,
+    /// The watch on the local journal's header, which a promotion notifies (None: the
+    /// image has no journal).
+    journal_watch: Option<u64>,
     /// Stops the watch task if the image is dropped without release.
     _stop_on_drop: DropGuard,
     task: JoinHandle<()>,
@@ -164,12 +180,22 @@ impl<I: IoCtx> Image<I> {
                 return Err(e);
             }
         };
+        let journal = match self.watch_journal().await {
+            Ok(journal) => journal,
+            Err(e) => {
+                let _ = cls::lock::unlock(&self.io, &self.header_oid, RBD_LOCK_NAME, &lock_cookie)
+                    .await;
+                let _ = self.io.unwatch(watch_cookie).await;
+                return Err(e);
+            }
+        };
+        let journal_watch = journal.as_ref().map(|w| w.cookie);
         let cancel = CancellationToken::new();
         let task = tokio::spawn(serve_watch(
             self.io.clone(),
             self.header_oid.clone(),
             self.id.clone(),
-            watch,
+            (watch, journal),
             self.shared.clone(),
             cancel.clone(),
         ));
@@ -177,6 +203,7 @@ impl<I: IoCtx> Image<I> {
             watch_cookie,
             lock_cookie,
             gid,
+            journal_watch,
             _stop_on_drop: cancel.clone().drop_guard(),
             cancel,
             task,
@@ -222,9 +249,29 @@ impl<I: IoCtx> Image<I> {
             .await;
         }
         let _ = self.io.unwatch(held.watch_cookie).await;
+        if let Some(cookie) = held.journal_watch {
+            let _ = self.io.unwatch(cookie).await;
+        }
         match unlocked {
             Err(e) if !lost && !e.is_not_found() => Err(e.into()),
             _ => Ok(()),
+        }
+    }
+
+    /// Watches the local journal's header (auto-acked: its notifiers want no answer), if
+    /// the image is journaled.
+    async fn watch_journal(&self) -> Result<Option<Watch>, RbdError> {
+        if self.header.features & features::JOURNALING == 0 {
+            return Ok(None);
+        }
+        match self
+            .io
+            .watch_with(&journal_oid(&self.id), AckMode::Auto)
+            .await
+        {
+            Ok(w) => Ok(Some(w)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -284,11 +331,12 @@ impl<I: IoCtx> Image<I> {
 
 /// Serves the header watch while the lock is held: answers lock requests, acks everything
 /// else at once, notices a moved snap context, and reports a broken watch as a lost lock.
+/// Also follows the journal watch, for a promotion.
 async fn serve_watch<I: IoCtx>(
     io: I,
     header: String,
     image_id: String,
-    mut watch: Watch,
+    (mut watch, mut journal): (Watch, Option<Watch>),
     shared: Arc<Shared>,
     cancel: CancellationToken,
 ) {
@@ -296,6 +344,18 @@ async fn serve_watch<I: IoCtx>(
         let event = tokio::select! {
             _ = cancel.cancelled() => return,
             ev = watch.next() => ev,
+            Some(ev) = next_event(&mut journal) => {
+                if let WatchEvent::Error(errno) = ev {
+                    tracing::warn!(image = %image_id, %errno, "journal watch broke: lock lost");
+                    shared.set(LockState::Lost);
+                    return;
+                }
+                if tag_owner_here(&io, &image_id).await && shared.state() == LockState::Held {
+                    tracing::info!(image = %image_id, "promoted here: releasing the lock");
+                    shared.set(LockState::ReleaseRequested);
+                }
+                continue;
+            }
         };
         match event {
             Some(WatchEvent::Notify(n)) => {
@@ -312,6 +372,14 @@ async fn serve_watch<I: IoCtx>(
             }
             None => return,
         }
+    }
+}
+
+/// The next event of an optional watch (never ready without one).
+async fn next_event(watch: &mut Option<Watch>) -> Option<WatchEvent> {
+    match watch {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The exclusive lock with a second client: lock requests answered like rbd-mirror
-//! (-EROFS while the image is non-primary, release once it was promoted here), a second
+//! (-EROFS while the image is non-primary, release once it was promoted here, also on the
+//! promotion's journal notify alone), a second
 //! locker refused, a header moved by someone else stops writes until a refresh, and a
 //! blocklisted client stops writing at once.
 
@@ -18,7 +19,7 @@ use rbd_relay::rbd::{Image, LockState, RbdError};
 use crate::cases::{OBJ, locked_image, pattern};
 
 /// Sends a RequestLock as librbd does and returns the lock owner's answer.
-async fn request_lock<I: IoCtx>(io: &I, header: &str) -> i32 {
+pub async fn request_lock<I: IoCtx>(io: &I, header: &str) -> i32 {
     let msg = HeaderNotify::RequestLock {
         client_id: ClientId { gid: 1, handle: 2 },
         force: true,
@@ -83,22 +84,60 @@ pub async fn lock_requests<R: Rados>(_c1: &R, io1: &R::IoCtx, _c2: &R, io2: &R::
     other.release_lock().await.unwrap();
 }
 
-pub async fn stale_snap_context<R: Rados>(_c1: &R, io1: &R::IoCtx, _c2: &R, io2: &R::IoCtx) {
-    let mut image = locked_image(io1, "stale").await;
-    image.write(0, pattern(1, 100)).await.unwrap();
-    // Someone else snapshots the image behind our back and tells the header's watchers.
-    let header = oids::header(image.id());
-    let snap = io2.selfmanaged_snap_create().await.unwrap();
-    cls_image::snapshot_add(io2, &header, snap, "sneaky", SnapshotNamespace::User)
+/// `rbd mirror image promote` asks nobody for the lock: it allocates a tag owned here and
+/// notifies the journal header. That notify alone must make the holder let go.
+pub async fn promotion_notify_releases<R: Rados>(_c1: &R, io1: &R::IoCtx, _c2: &R, io2: &R::IoCtx) {
+    let mut image = locked_image(io1, "promoted").await;
+    let mut state = image.lock_state();
+    let journal = journal_oid(image.id());
+    let tag = TagData {
+        mirror_uuid: String::new(),
+        predecessor: TagPredecessor::default(),
+    };
+    cls_journal::allocate_tag(io2, &journal, 0, tag.to_bytes())
         .await
         .unwrap();
-    io2.notify(
+    assert_eq!(*state.borrow_and_update(), LockState::Held, "no notify yet");
+    let reply = io2
+        .notify(&journal, Bytes::new(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        reply.timeouts.is_empty(),
+        "journal watch acks at once: {reply:?}"
+    );
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        state.wait_for(|s| *s == LockState::ReleaseRequested),
+    )
+    .await
+    .expect("promotion not noticed")
+    .unwrap();
+    image.release_lock().await.unwrap();
+}
+
+/// Another client snapshots the image and tells the header's watchers, as librbd does;
+/// the new snapshot's id.
+pub async fn snapshot_behind_our_back<I: IoCtx>(io: &I, image_id: &str, name: &str) -> u64 {
+    let header = oids::header(image_id);
+    let snap = io.selfmanaged_snap_create().await.unwrap();
+    cls_image::snapshot_add(io, &header, snap, name, SnapshotNamespace::User)
+        .await
+        .unwrap();
+    io.notify(
         &header,
         HeaderNotify::HeaderUpdate.to_bytes(),
         Duration::from_secs(5),
     )
     .await
     .unwrap();
+    snap
+}
+
+pub async fn stale_snap_context<R: Rados>(_c1: &R, io1: &R::IoCtx, _c2: &R, io2: &R::IoCtx) {
+    let mut image = locked_image(io1, "stale").await;
+    image.write(0, pattern(1, 100)).await.unwrap();
+    let snap = snapshot_behind_our_back(io2, image.id(), "sneaky").await;
     let err = image.write(0, pattern(2, 100)).await.unwrap_err();
     assert!(matches!(err, RbdError::StaleSnapContext), "{err}");
     assert!(err.is_transient());
