@@ -132,18 +132,26 @@ impl Player {
     }
 
     /// Hands over the bytes of a cursor's object read from `from` (empty: the object does not
-    /// exist, or has nothing new). Complete entries are queued; a truncated tail waits.
-    pub fn feed(&mut self, object_number: u64, from: u64, bytes: Bytes) -> Result<(), PlayError> {
+    /// exist, or has nothing new); `to_end` when the read reached the object's end, else the
+    /// cursor asks for the rest next. Complete entries are queued; a truncated tail waits.
+    /// Returns how many bytes of complete entries were taken.
+    pub fn feed(
+        &mut self,
+        object_number: u64,
+        from: u64,
+        bytes: Bytes,
+        to_end: bool,
+    ) -> Result<u64, PlayError> {
         let Some(c) = self
             .cursors
             .iter_mut()
             .find(|c| c.object_number == object_number)
         else {
-            return Ok(()); // the cursor moved on meanwhile
+            return Ok(0); // the cursor moved on meanwhile
         };
-        c.fresh = true;
+        c.fresh = to_end;
         if from != c.scanned {
-            return Ok(()); // a stale read; the cursor asks again
+            return Ok(0); // a stale read; the cursor asks again
         }
         let mut scanner = EntryScanner::new(bytes);
         for item in scanner.by_ref() {
@@ -154,8 +162,9 @@ impl Player {
             })?;
             c.pending.push_back(scanned.entry);
         }
-        c.scanned += scanner.tail_offset() as u64;
-        Ok(())
+        let taken = scanner.tail_offset() as u64;
+        c.scanned += taken;
+        Ok(taken)
     }
 
     /// The next step, given the header's current active set.

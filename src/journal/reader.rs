@@ -3,6 +3,8 @@
 //! (from the byte where it stopped, so a live tail costs one small read), and after a wake-up
 //! re-reads the active set. The notification-driven follower builds on it.
 
+use bytes::Bytes;
+
 use crate::cls::journal as cls;
 use crate::format::entry::Entry;
 use crate::format::journal::{
@@ -22,6 +24,24 @@ pub struct JournalReader<I> {
     active_set: u64,
     /// Entries out of the player, not yet returned (see `read`).
     taken: Vec<(Entry, ObjectPosition)>,
+}
+
+/// The most a fetch reads of one journal object at a time (librbd splits events at
+/// `rbd_journal_max_payload_bytes`, 16 KiB by default, so a piece holds many entries).
+const READ_CHUNK: u64 = 1 << 20;
+
+/// `len` bytes of a data object from `from` (0: to its end); nothing when it does not
+/// exist (trimmed, or not written yet).
+async fn read_from<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    from: u64,
+    len: u64,
+) -> Result<Bytes, JournalError> {
+    match io.read(oid, from, len).await {
+        Err(e) if e.errno == Errno::ENOENT => Ok(Bytes::new()),
+        other => Ok(other?),
+    }
 }
 
 impl<I: IoCtx> JournalReader<I> {
@@ -72,7 +92,9 @@ impl<I: IoCtx> JournalReader<I> {
                 Next::Entry(e, p) => self.taken.push((e, p)),
                 Next::CaughtUp => break,
                 Next::Fetch { .. } => {
-                    // The asked-for object and every other cursor's, read concurrently.
+                    // The asked-for object and every other cursor's, read concurrently, a
+                    // bounded piece of each: a backlog costs W reads in flight and at most
+                    // W × READ_CHUNK bytes beyond the entries the prefetch budget counts.
                     let reads = self
                         .player
                         .wanted()
@@ -81,19 +103,25 @@ impl<I: IoCtx> JournalReader<I> {
                             let oid = data_oid(self.data_pool_id, &self.journal_id, object_number);
                             let io = &self.io;
                             async move {
-                                let bytes = match io.read(&oid, from, 0).await {
-                                    // Trimmed, or not written yet.
-                                    Err(e) if e.errno == Errno::ENOENT => Default::default(),
-                                    other => other?,
-                                };
-                                Ok::<_, JournalError>((object_number, from, bytes))
+                                let bytes = read_from(io, &oid, from, READ_CHUNK).await?;
+                                Ok::<_, JournalError>((oid, object_number, from, bytes))
                             }
                         });
-                    for (object_number, from, bytes) in futures::future::try_join_all(reads).await?
+                    for (oid, object_number, from, bytes) in
+                        futures::future::try_join_all(reads).await?
                     {
-                        self.player
-                            .feed(object_number, from, bytes)
+                        let to_end = (bytes.len() as u64) < READ_CHUNK;
+                        let taken = self
+                            .player
+                            .feed(object_number, from, bytes, to_end)
                             .map_err(|e| self.play_error(e))?;
+                        if !to_end && taken == 0 {
+                            // One entry larger than a piece: take the object's rest.
+                            let rest = read_from(&self.io, &oid, from, 0).await?;
+                            self.player
+                                .feed(object_number, from, rest, true)
+                                .map_err(|e| self.play_error(e))?;
+                        }
                     }
                 }
             }

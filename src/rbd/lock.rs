@@ -11,8 +11,8 @@
 //!        \  otherwise (still non-primary) --> ack ResponseMessage(-EROFS), stay HELD
 //!  HELD --notify on the local journal header, whose newest tag is now owned here
 //!        (`rbd mirror image promote`)--> RELEASE_REQUESTED
-//!  HELD | RELEASE_REQUESTED --release_lock: stop watch task, cls unlock, ReleasedLock
-//!        notify, unwatch--> UNLOCKED
+//!  HELD | RELEASE_REQUESTED --release_lock: cls unlock, ReleasedLock notify, unwatch,
+//!        stop watch task--> UNLOCKED
 //!  HELD | RELEASE_REQUESTED --watch error (blocklist, disconnect) or EBLOCKLISTED on a
 //!        write--> LOST: every write fails with LockLost at once
 //!
@@ -232,10 +232,7 @@ impl<I: IoCtx> Image<I> {
         let Some(held) = self.lock.held.take() else {
             return Ok(());
         };
-        held.cancel.cancel();
-        let _ = held.task.await;
         let lost = self.shared.state() == LockState::Lost;
-        self.shared.set(LockState::Unlocked);
         self.object_map.unload();
         let unlocked =
             cls::lock::unlock(&self.io, &self.header_oid, RBD_LOCK_NAME, &held.lock_cookie).await;
@@ -248,10 +245,15 @@ impl<I: IoCtx> Image<I> {
             })
             .await;
         }
+        // The watch task answers until the lock is gone: a client checking whether the
+        // holder lives (fencing) must get its ack, or it would blocklist us.
         let _ = self.io.unwatch(held.watch_cookie).await;
         if let Some(cookie) = held.journal_watch {
             let _ = self.io.unwatch(cookie).await;
         }
+        held.cancel.cancel();
+        let _ = held.task.await;
+        self.shared.set(LockState::Unlocked);
         match unlocked {
             Err(e) if !lost && !e.is_not_found() => Err(e.into()),
             _ => Ok(()),
@@ -259,9 +261,12 @@ impl<I: IoCtx> Image<I> {
     }
 
     /// Watches the local journal's header (auto-acked: its notifiers want no answer), if
-    /// the image is journaled.
+    /// the image is journaled and not primary yet: only a promotion is looked for (an image
+    /// that is primary already sees its own commits there all the time).
     async fn watch_journal(&self) -> Result<Option<Watch>, RbdError> {
-        if self.header.features & features::JOURNALING == 0 {
+        if self.header.features & features::JOURNALING == 0
+            || tag_owner_here(&self.io, &self.id).await
+        {
             return Ok(None);
         }
         match self
