@@ -21,7 +21,7 @@ use super::RbdError;
 use super::layout::object_count;
 use crate::cls::{self, image as cls_image, journal as cls_journal};
 use crate::format::Encode;
-use crate::format::image::oids;
+use crate::format::image::{ProtectionStatus, SnapshotInfo, oids};
 use crate::format::journal::{data_oid as journal_data_oid, header_oid as journal_oid};
 use crate::format::mirror::{MIRRORING_OBJECT, MirrorImageState};
 use crate::format::notify::MirroringNotify;
@@ -48,11 +48,22 @@ pub async fn remove_image<I: IoCtx>(io: &I, image_id: &str) -> Result<(), RbdErr
     let header = oids::header(image_id);
     if let Some((prefix, objects, snaps)) = read_layout(io, &header).await? {
         for snap in &snaps {
-            gone(io.remove(&oids::object_map(image_id, Some(*snap))).await)?;
-            cls_image::snapshot_remove(io, &header, *snap)
+            // A clone's parent stays (rbd-mirror's deleter waits for the clones too).
+            if snap.child_count > 0 {
+                return Err(RbdError::Invalid(format!(
+                    "snapshot {} has {} clones",
+                    snap.name, snap.child_count
+                )));
+            }
+            // cls_rbd refuses (EBUSY) to remove a protected snapshot.
+            cls_image::set_protection_status(io, &header, snap.id, ProtectionStatus::Unprotected)
                 .await
                 .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })?;
-            io.selfmanaged_snap_remove(*snap).await?;
+            gone(io.remove(&oids::object_map(image_id, Some(snap.id))).await)?;
+            cls_image::snapshot_remove(io, &header, snap.id)
+                .await
+                .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })?;
+            io.selfmanaged_snap_remove(snap.id).await?;
         }
         remove_all(io, (0..objects).map(|o| oids::data(&prefix, o))).await?;
     }
@@ -101,11 +112,11 @@ pub async fn remove_image<I: IoCtx>(io: &I, image_id: &str) -> Result<(), RbdErr
 }
 
 /// The data object prefix, how many objects HEAD or any snapshot may have, and the
-/// snapshot ids; `None` when the header is gone.
+/// snapshots; `None` when the header is gone.
 async fn read_layout<I: IoCtx>(
     io: &I,
     header: &str,
-) -> Result<Option<(String, u64, Vec<u64>)>, RbdError> {
+) -> Result<Option<(String, u64, Vec<SnapshotInfo>)>, RbdError> {
     let head = match cls_image::get_size(io, header, NOSNAP).await {
         Ok(s) => s,
         Err(e) if e.is_not_found() => return Ok(None),
@@ -114,8 +125,7 @@ async fn read_layout<I: IoCtx>(
     let prefix = cls_image::get_object_prefix(io, header).await?;
     let snaps = cls_image::snapshot_list(io, header).await?;
     let largest = snaps.iter().map(|s| s.image_size).fold(head.size, u64::max);
-    let ids = snaps.iter().map(|s| s.id).collect();
-    Ok(Some((prefix, object_count(head.order, largest), ids)))
+    Ok(Some((prefix, object_count(head.order, largest), snaps)))
 }
 
 async fn remove_journal<I: IoCtx>(io: &I, image_id: &str) -> Result<(), RbdError> {

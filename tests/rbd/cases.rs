@@ -640,6 +640,8 @@ pub async fn header_ops_and_remove<R: Rados>(_c: &R, io: &R::IoCtx, _c2: &R, _io
         .snap_create("before-remove", SnapshotNamespace::User)
         .await
         .unwrap();
+    // A protected snapshot (the sync copies protection): cls_rbd refuses to remove it as is.
+    image.snap_protect("before-remove").await.unwrap();
     image.write(0, pattern(3, 100)).await.unwrap();
     image.release_lock().await.unwrap();
 
