@@ -282,11 +282,7 @@ impl<I: IoCtx> Follower<I> {
         };
         // Recorded before anything else awaits, so a cancelled wait loses no wake-up.
         if !matches!(woke, Woke::CommitDue) {
-            let at = match self.woke {
-                Some(w) if w.pending => w.at, // an earlier wake-up, not acted on yet
-                _ => Instant::now(),
-            };
-            self.woke = Some(Wake { at, pending: true });
+            self.mark_woken();
         }
         match woke {
             Woke::Event(ev) => self.handle(ev).await?,
@@ -301,9 +297,19 @@ impl<I: IoCtx> Follower<I> {
         }
         // A burst of notifications is one wake-up: take whatever else already arrived.
         while let Some(ev) = self.watch.as_mut().and_then(|w| w.next().now_or_never()) {
+            self.mark_woken();
             self.handle(ev).await?;
         }
         Ok(())
+    }
+
+    /// Notes a wake-up (notification or probe): the next `next` re-reads the journal.
+    fn mark_woken(&mut self) {
+        let at = match self.woke {
+            Some(w) if w.pending => w.at, // an earlier wake-up, not acted on yet
+            _ => Instant::now(),
+        };
+        self.woke = Some(Wake { at, pending: true });
     }
 
     async fn handle(&mut self, ev: Option<WatchEvent>) -> Result<(), JournalError> {
