@@ -19,7 +19,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 
 use super::RbdError;
 use super::layout::object_count;
-use crate::cls::{self, image as cls_image, journal as cls_journal};
+use crate::cls::{self, ClsResult, image as cls_image, journal as cls_journal};
 use crate::format::Encode;
 use crate::format::image::{ProtectionStatus, SnapshotInfo, oids};
 use crate::format::journal::{data_oid as journal_data_oid, header_oid as journal_oid};
@@ -56,13 +56,17 @@ pub async fn remove_image<I: IoCtx>(io: &I, image_id: &str) -> Result<(), RbdErr
                 )));
             }
             // cls_rbd refuses (EBUSY) to remove a protected snapshot.
-            cls_image::set_protection_status(io, &header, snap.id, ProtectionStatus::Unprotected)
-                .await
-                .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })?;
+            cls_gone(
+                cls_image::set_protection_status(
+                    io,
+                    &header,
+                    snap.id,
+                    ProtectionStatus::Unprotected,
+                )
+                .await,
+            )?;
             gone(io.remove(&oids::object_map(image_id, Some(snap.id))).await)?;
-            cls_image::snapshot_remove(io, &header, snap.id)
-                .await
-                .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })?;
+            cls_gone(cls_image::snapshot_remove(io, &header, snap.id).await)?;
             io.selfmanaged_snap_remove(snap.id).await?;
         }
         remove_all(io, (0..objects).map(|o| oids::data(&prefix, o))).await?;
@@ -83,18 +87,12 @@ pub async fn remove_image<I: IoCtx>(io: &I, image_id: &str) -> Result<(), RbdErr
         {
             gone(io.remove(&oids::id(&name)).await)?;
         }
-        cls::dir::remove_image(io, &name, image_id)
-            .await
-            .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })?;
+        cls_gone(cls::dir::remove_image(io, &name, image_id).await)?;
     }
 
     if let Some(m) = mirror {
-        cls::mirror::image_remove(io, image_id)
-            .await
-            .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })?;
-        cls::mirror::image_status_remove(io, &m.global_image_id)
-            .await
-            .or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) })?;
+        cls_gone(cls::mirror::image_remove(io, image_id).await)?;
+        cls_gone(cls::mirror::image_status_remove(io, &m.global_image_id).await)?;
         let notify = MirroringNotify::ImageUpdated {
             state: MirrorImageState::Disabled,
             image_id: image_id.into(),
@@ -159,6 +157,14 @@ async fn remove_all<I: IoCtx>(io: &I, oids: impl Iterator<Item = String>) -> Res
 
 /// A removal of something already gone is done.
 fn gone(r: RadosResult<()>) -> RadosResult<()> {
+    match r {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other,
+    }
+}
+
+/// [`gone`] for object-class calls.
+fn cls_gone(r: ClsResult<()>) -> ClsResult<()> {
     match r {
         Err(e) if e.is_not_found() => Ok(()),
         other => other,

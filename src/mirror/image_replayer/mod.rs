@@ -353,7 +353,8 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
             self.metrics.batch_received(follower.received().into_std());
             let mut applied = Applied::default();
             let mut batch = batch;
-            let mut ready = Vec::new();
+            // The newest acked entry: the status describes our position by it.
+            let mut newest = None;
             loop {
                 let out = replay
                     .apply(&self.ctx, &self.remote_image_id, local, batch, &mut applied)
@@ -361,7 +362,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                 for (entry, position) in &out.ready {
                     follower.ack(entry, position.clone()).await?;
                 }
-                ready.extend(out.ready);
+                newest = out.ready.last().map(|(_, p)| p.clone()).or(newest);
                 if out.rest.is_empty() {
                     break;
                 }
@@ -378,12 +379,12 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
             }
             self.publish();
             // The status writer builds the description from our position, off this path.
-            if let Some((_, newest)) = ready.last() {
+            if let Some(newest) = newest {
                 self.status.send_replace(status::Published {
                     state: ReplayState::Replaying,
                     description: String::new(),
                     committed: Some(ObjectSetPosition {
-                        object_positions: vec![newest.clone()],
+                        object_positions: vec![newest],
                     }),
                 });
             }
