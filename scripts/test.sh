@@ -35,6 +35,9 @@ run cargo test --lib --bins "${others[@]}"
 # mix, image sync, restart, and 20 kill -9s mid-workload; both sites compared byte for byte.
 export RBD_RELAY_BIN=$PWD/target/debug/rbd-relay
 run scripts/e2e-check rbd-relay 200
+# Failover and failback with the stock rbd CLI, rbd-relay on both sites: planned, forced
+# (split-brain, resync), resync requests, disconnected clients, an outage of site-a.
+run scripts/dr-drill
 # The benchmark scripts at reduced sizes, both systems: proves they work (reports, no gates).
 run scripts/bench --quick
 echo "test.sh: exit status $status"

@@ -48,6 +48,10 @@ pub struct ReplaySettings {
     pub commit_entries: usize,
     /// RADOS writes one image keeps in flight while applying a batch.
     pub max_in_flight: usize,
+    /// When the primary disconnects our journal client, copy the image again instead of
+    /// stopping in `error: disconnected` (Ceph's `rbd_mirroring_resync_after_disconnect`;
+    /// image-meta `conf_rbd_mirroring_resync_after_disconnect` overrides it per image).
+    pub resync_after_disconnect: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,6 +84,7 @@ impl Default for ReplaySettings {
             commit_age_ms: 100,
             commit_entries: 1024,
             max_in_flight: 64,
+            resync_after_disconnect: false,
         }
     }
 }

@@ -334,7 +334,8 @@ impl ImageMetrics {
         counter!(IMAGE_ERRORS, labels).increment(1);
     }
 
-    /// Both sides are primary: replay stays stopped until an operator demotes one.
+    /// Both sides are primary, or the histories diverged (a forced promotion): replay stays
+    /// stopped until an operator demotes one side and resyncs it.
     pub fn split_brain(&mut self, both_primary: bool) {
         let value = if both_primary { 1.0 } else { 0.0 };
         self.series().split_brain.set(value);

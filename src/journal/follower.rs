@@ -175,7 +175,8 @@ impl<I: IoCtx> Follower<I> {
             if self.over_budget() {
                 return Ok(Vec::new());
             }
-            if self.woke.is_some_and(|w| w.pending) {
+            let woken = self.woke.is_some_and(|w| w.pending);
+            if woken {
                 self.reader.wake().await?;
                 self.woke = self.woke.map(|w| Wake {
                     pending: false,
@@ -184,6 +185,10 @@ impl<I: IoCtx> Follower<I> {
             }
             let read_at = Instant::now();
             let batch = self.reader.read(self.config.batch_entries).await?;
+            if woken && batch.is_empty() {
+                // A notification with nothing new may be a client change: ours disconnected.
+                self.check_connected().await?;
+            }
             if !batch.is_empty() {
                 self.received = self.woke.take().map_or(read_at, |w| w.at);
                 let bytes: usize = batch.iter().map(|(e, _)| e.data.len()).sum();
@@ -242,6 +247,19 @@ impl<I: IoCtx> Follower<I> {
         {
             tracing::debug!(%e, "journal header notify");
         }
+    }
+
+    /// Fails once the primary has disconnected our client: what it trims is no longer
+    /// kept for us, so replaying on could skip entries.
+    async fn check_connected(&self) -> Result<(), JournalError> {
+        let client = cls::get_client(&self.io, &self.header, &self.client_id).await?;
+        if client.state == ClientState::Disconnected {
+            return Err(JournalError::Disconnected {
+                journal: self.header.clone(),
+                client: self.client_id.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// When the batch `next` returned last was found (see the field).

@@ -1,16 +1,21 @@
 //! ImageReplayer: one actor per mirrored image. Replaces upstream's ImageReplayer (its
 //! bootstrap, image sync and journal replay), with the journal followed by notification
-//! instead of a 5 s poll.
+//! instead of a 5 s poll, and parked images woken by notification instead of upstream's
+//! 30 s image state check.
 //!
 //! ```text
-//!  STARTING_REPLAY → bootstrap ──(skip: remote not primary, local primary)──► parked
+//!  STARTING_REPLAY → bootstrap ──(skip: local primary, no primary)──► parked
 //!        │                     ──(transient error)──► backoff ──► STARTING_REPLAY
-//!        │                     ──(permanent error)──► ERROR, parked
+//!        │                     ──(split-brain, disconnected, corrupt...)──► ERROR, parked
 //!        ▼
 //!  [SYNCING: image_sync]  (client meta says SYNCING)
 //!        ▼
-//!  REPLAYING ⇄ journal notifications / tail probe   ──(lock lost, error)──► as above
-//!  parked ──(kick: the pool watcher saw the image updated)──► STARTING_REPLAY
+//!  REPLAYING ⇄ journal notifications / tail probe
+//!        ├─ demotion replayed, resync requested ──► STARTING_REPLAY at once
+//!        ├─ lock wanted (a promotion here) ──► release it, parked
+//!        └─ lock lost, error ──► as above
+//!  parked ──(either journal header notified, or the pool watcher's kick)──► STARTING_REPLAY
+//!         (watches are armed before the look they cover; looks ≥ 250 ms apart)
 //!  cancel (any state) ──► finish the batch, commit what is applied, release the lock,
 //!                         final status
 //! ```
@@ -21,9 +26,12 @@ mod bootstrap;
 mod image_sync;
 mod replay;
 mod status;
+mod wake;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -35,7 +43,7 @@ use crate::backoff::Backoff;
 use crate::cls::{self, ClsError};
 use crate::format::Encode;
 use crate::format::client_data::{ClientData, MirrorPeerState};
-use crate::format::journal::ObjectSetPosition;
+use crate::format::journal::{ObjectSetPosition, header_oid};
 use crate::journal::JournalError;
 use crate::journal::follower::{Follower, FollowerStats};
 use crate::metrics::ImageMetrics;
@@ -44,6 +52,7 @@ use crate::rbd::{self, Image, LockState, RbdError};
 
 use bootstrap::Boot;
 use replay::{Applied, Replay};
+use wake::{ResyncWatch, Wakers};
 
 /// The pool × peer an image replayer works in (shared by all its images).
 pub struct PoolCtx<I> {
@@ -59,8 +68,13 @@ pub struct PoolCtx<I> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("journal client disconnected by the primary")]
+    /// The primary dropped our journal client (it lagged too far, or an operator did):
+    /// entries may be gone. Upstream's status word.
+    #[error("disconnected")]
     Disconnected,
+    /// The local image's history does not continue into the remote's (a forced promotion).
+    #[error("split-brain")]
+    SplitBrain,
     #[error("corrupt journal data at {position}: {reason}")]
     Corrupt { position: String, reason: String },
     #[error("unsupported: {0}")]
@@ -70,11 +84,20 @@ pub enum ReplayError {
     #[error("lost the local image's exclusive lock")]
     LockLost,
     #[error(transparent)]
-    Journal(#[from] JournalError),
+    Journal(JournalError),
     #[error(transparent)]
     Rbd(#[from] RbdError),
     #[error(transparent)]
     Cls(#[from] ClsError),
+}
+
+impl From<JournalError> for ReplayError {
+    fn from(e: JournalError) -> Self {
+        match e {
+            JournalError::Disconnected { .. } => ReplayError::Disconnected,
+            e => ReplayError::Journal(e),
+        }
+    }
 }
 
 impl From<crate::rados::RadosError> for ReplayError {
@@ -98,6 +121,7 @@ impl ReplayError {
     pub fn code(&self) -> &'static str {
         match self {
             ReplayError::Disconnected => "disconnected",
+            ReplayError::SplitBrain => "split_brain",
             ReplayError::Corrupt { .. } => "corrupt",
             ReplayError::Unsupported(_) => "unsupported",
             ReplayError::SyncPointLost(_) => "sync_point_lost",
@@ -197,66 +221,146 @@ struct ImageReplayer<R: Rados, C> {
 /// Why a cycle ended without an error.
 enum Stopped {
     Cancelled,
-    Parked,
+    /// Nothing to do until an owner changes (a journal notification) or the pool watcher
+    /// kicks; `watch_remote`: the remote journal's changes matter too.
+    Parked {
+        watch_remote: bool,
+    },
+    /// Look again at once: the owners changed under the replay (demotion replayed,
+    /// resync requested).
+    Restart,
 }
+
+/// How long a replayer on its way out (or parking) waits for the remote cluster.
+pub(crate) const REMOTE_GRACE: Duration = Duration::from_secs(5);
+
+/// Parked looks are at least this far apart: a busy primary's journal header is notified
+/// after every commit, which must not become a bootstrap per write.
+const MIN_RECHECK: Duration = Duration::from_millis(250);
 
 impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
     async fn run(mut self, cancel: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(250), 2, Duration::from_secs(30));
+        // While parked: armed before each look, so a change right after it is not missed.
+        let mut wakers: Option<Wakers<R::IoCtx>> = None;
         loop {
-            self.set_state(ReplayState::StartingReplay, "starting replay")
-                .await;
-            let park = match self.cycle(&cancel).await {
+            if wakers.is_none() {
+                self.set_state(ReplayState::StartingReplay, "starting replay")
+                    .await;
+            }
+            let looked = Instant::now();
+            let mut replayed = false;
+            let park = match self.cycle(&cancel, &mut wakers, &mut replayed).await {
                 Ok(Stopped::Cancelled) => break,
-                Ok(Stopped::Parked) => true,
+                Ok(Stopped::Parked { watch_remote }) => {
+                    // Handed the lock over (a promotion): look again once armed.
+                    replayed = false;
+                    Some(watch_remote)
+                }
+                Ok(Stopped::Restart) => None,
                 Err(e) if e.is_transient() => {
                     self.metrics.error(e.code());
                     tracing::warn!(image = %self.view.name, global_id = %self.global_id, %e,
                         "image replay interrupted; retrying");
                     self.set_state(ReplayState::StartingReplay, &format!("retrying: {e}"))
                         .await;
-                    false
+                    if let Some(w) = wakers.take() {
+                        w.disarm().await;
+                    }
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                    continue;
                 }
                 Err(e) => {
                     self.metrics.error(e.code());
+                    self.metrics
+                        .split_brain(matches!(e, ReplayError::SplitBrain));
                     tracing::error!(image = %self.view.name, global_id = %self.global_id, %e,
                         "image replay failed");
                     self.set_state(ReplayState::Error, &e.to_string()).await;
-                    true
+                    // Only a resync request (a local journal change) or a kick helps now.
+                    Some(false)
                 }
             };
-            if park {
-                backoff.reset();
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = self.kick.notified() => {}
+            backoff.reset();
+            let Some(watch_remote) = park else {
+                continue;
+            };
+            // A look made without armed watches is repeated once they are (a change in
+            // between is not missed) — unless the cycle got past bootstrap and failed in
+            // replay: that waits for a change (or a kick) rather than running again at once.
+            let waiting = match wakers.take() {
+                Some(w) => Some(w),
+                None if replayed => Some(self.arm(watch_remote).await),
+                None => None,
+            };
+            if let Some(mut w) = waiting {
+                let woken = tokio::select! {
+                    _ = cancel.cancelled() => false,
+                    _ = self.kick.notified() => true,
+                    _ = w.changed() => true,
+                };
+                w.disarm().await;
+                if !woken {
+                    break;
                 }
-            } else {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
-                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = tokio::time::sleep_until(looked + MIN_RECHECK) => {}
                 }
             }
+            wakers = Some(self.arm(watch_remote).await);
+        }
+        if let Some(w) = wakers.take() {
+            w.disarm().await;
         }
         self.set_state(ReplayState::Stopped, "stopped").await;
         self.env.registry.remove(&self.key);
     }
 
+    async fn arm(&self, watch_remote: bool) -> Wakers<R::IoCtx> {
+        Wakers::arm(
+            &self.ctx,
+            &self.global_id,
+            &self.remote_image_id,
+            watch_remote,
+        )
+        .await
+    }
+
     /// One bootstrap → [sync] → replay pass.
-    async fn cycle(&mut self, cancel: &CancellationToken) -> Result<Stopped, ReplayError> {
+    async fn cycle(
+        &mut self,
+        cancel: &CancellationToken,
+        wakers: &mut Option<Wakers<R::IoCtx>>,
+        replayed: &mut bool,
+    ) -> Result<Stopped, ReplayError> {
+        let resync = self.env.settings.replay.resync_after_disconnect;
         let boot = tokio::select! {
             _ = cancel.cancelled() => return Ok(Stopped::Cancelled),
-            b = bootstrap::bootstrap(&self.ctx, &self.global_id, &self.remote_image_id) => b?,
+            b = bootstrap::bootstrap(&self.ctx, &self.global_id, &self.remote_image_id, resync) => b?,
         };
         let ready = match boot {
-            Boot::Skip { state, description } => {
-                self.metrics
-                    .split_brain(description == bootstrap::LOCAL_PRIMARY);
-                self.set_state(state, &description).await;
-                return Ok(Stopped::Parked);
+            Boot::Skip {
+                state,
+                description,
+                both_primary,
+            } => {
+                self.metrics.split_brain(both_primary);
+                if self.view.state != state || self.view.description != description {
+                    self.set_state(state, &description).await;
+                }
+                return Ok(Stopped::Parked { watch_remote: true });
             }
             Boot::Ready(r) => *r,
         };
+        self.metrics.split_brain(false);
+        *replayed = true;
+        if let Some(w) = wakers.take() {
+            w.disarm().await;
+        }
         let bootstrap::Ready {
             mut local,
             mut meta,
@@ -264,6 +368,14 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
         } = ready;
         self.view.name = local.name().to_string();
         rbd::fencing::acquire(&self.env.local, &mut local).await?;
+        // A promotion takes this lock: holding it, we see the owner it left for good.
+        if bootstrap::newest_tag(local.io(), &header_oid(local.id()))
+            .await?
+            .is_local()
+        {
+            local.release_lock().await?;
+            return Ok(Stopped::Restart);
+        }
         let result = self
             .sync_and_replay(&mut local, &mut meta, local_tag_class, cancel)
             .await;
@@ -309,14 +421,20 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
         .await?;
         self.view.sync_fraction = 1.0;
         self.set_state(ReplayState::Replaying, "replaying").await;
+        let mut resync = ResyncWatch::arm(local.io(), local.id()).await;
         let result = self
-            .replay(local, &mut follower, local_tag_class, cancel)
+            .replay(local, &mut follower, &mut resync, local_tag_class, cancel)
             .await;
+        resync.disarm().await;
         // Only acked (durably applied) entries are in the position: always safe to store.
-        if let Err(e) = follower.flush_commit().await {
-            tracing::warn!(image = %self.view.name, %e, "final commit");
+        // Bounded: an unreachable primary must not keep the local lock from a promotion
+        // (an uncommitted stretch is replayed again, which the op barrier makes safe).
+        match tokio::time::timeout(REMOTE_GRACE, follower.flush_commit()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(image = %self.view.name, %e, "final commit"),
+            Err(_) => tracing::warn!(image = %self.view.name, "final commit: primary unreachable"),
         }
-        follower.close().await;
+        let _ = tokio::time::timeout(REMOTE_GRACE, follower.close()).await;
         result
     }
 
@@ -324,6 +442,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
         &mut self,
         local: &mut Image<R::IoCtx>,
         follower: &mut Follower<R::IoCtx>,
+        resync: &mut ResyncWatch<R::IoCtx>,
         local_tag_class: u64,
         cancel: &CancellationToken,
     ) -> Result<Stopped, ReplayError> {
@@ -336,9 +455,14 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                 _ = lock.changed() => match *lock.borrow_and_update() {
                     LockState::Held => continue,
                     LockState::Lost => return Err(ReplayError::LockLost),
-                    // Promoted here: stop replaying and let the new primary have the lock.
-                    LockState::ReleaseRequested | LockState::Unlocked => return Ok(Stopped::Parked),
+                    // Wanted here (a promotion): hand the lock over, look again on the next
+                    // change of either journal.
+                    LockState::ReleaseRequested | LockState::Unlocked => {
+                        return Ok(Stopped::Parked { watch_remote: true })
+                    }
                 },
+                // Bootstrap acts on it (or on whatever broke the watch).
+                _ = resync.requested() => return Ok(Stopped::Restart),
                 b = follower.next() => b?,
             };
             if batch.is_empty() {
@@ -378,6 +502,11 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                 self.view.lag_seconds = replay::age(t).as_secs_f64();
             }
             self.publish();
+            if replay.demoted() {
+                // Stored before the look: the demotion must be committed to be replayed.
+                follower.flush_commit().await?;
+                return Ok(Stopped::Restart);
+            }
             // The status writer builds the description from our position, off this path.
             if let Some(newest) = newest {
                 self.status.send_replace(status::Published {

@@ -68,6 +68,10 @@ pub struct Replay {
     max_in_flight: usize,
     /// The op whose preceding entries the caller has committed; it may run now.
     committed_before: Option<u64>,
+    /// The current remote tag is a demotion (no primary)…
+    orphan: bool,
+    /// …and its DemotePromote event was applied: the primary's history ends here.
+    demoted: bool,
 }
 
 impl Replay {
@@ -80,7 +84,15 @@ impl Replay {
             local_tag_class,
             max_in_flight: max_in_flight.max(1),
             committed_before: None,
+            orphan: false,
+            demoted: false,
         }
+    }
+
+    /// Whether the last entry applied was the primary's demotion: once it is committed,
+    /// there is nothing more to replay until an image is promoted.
+    pub fn demoted(&self) -> bool {
+        self.demoted
     }
 
     /// Applies a batch of entries, up to the next op that must wait for a commit.
@@ -97,8 +109,10 @@ impl Replay {
         while let Some((entry, pos)) = entries.next() {
             if self.tag != Some(entry.tag_tid) {
                 self.flush(image).await?;
-                self.mirror_tag(ctx, remote_journal, image, entry.tag_tid)
+                self.orphan = self
+                    .mirror_tag(ctx, remote_journal, image, entry.tag_tid)
                     .await?;
+                self.demoted = false;
                 self.tag = Some(entry.tag_tid);
             }
             let ev = EventEntry::from_bytes(entry.data.clone()).map_err(|source| {
@@ -189,7 +203,11 @@ impl Replay {
                     Err(e) => return Err(e.into()),
                 }
             }
-            Event::AioFlush | Event::DemotePromote => self.flush(image).await?,
+            Event::AioFlush => self.flush(image).await?,
+            Event::DemotePromote => {
+                self.flush(image).await?;
+                self.demoted = self.orphan;
+            }
             Event::OpFinish { op_tid, r } => {
                 self.flush(image).await?;
                 // An op event before our start position was applied by the image sync.
@@ -231,14 +249,14 @@ impl Replay {
     /// Records a remote epoch in the local journal, as upstream does: the local tag names
     /// the remote primary as owner and carries the remote tag's predecessor with its
     /// "this site" uuid translated, so a later promotion / failback can tell whether the
-    /// histories diverged.
+    /// histories diverged. Returns whether the epoch is a demotion.
     async fn mirror_tag<I: IoCtx>(
         &self,
         ctx: &PoolCtx<I>,
         remote_journal: &str,
         image: &Image<I>,
         tag_tid: u64,
-    ) -> Result<(), ReplayError> {
+    ) -> Result<bool, ReplayError> {
         let remote =
             cls_journal::get_tag(&ctx.remote_io, &header_oid(remote_journal), tag_tid).await?;
         let data = TagData::from_bytes(remote.data).map_err(|e| ReplayError::Corrupt {
@@ -268,11 +286,11 @@ impl Replay {
         if let Some(newest) = next.checked_sub(1) {
             let tag = cls_journal::get_tag(io, &header, newest).await?;
             if TagData::from_bytes(tag.data).is_ok_and(|t| t == local) {
-                return Ok(());
+                return Ok(local.is_orphan());
             }
         }
         cls_journal::allocate_tag(io, &header, self.local_tag_class, local.to_bytes()).await?;
-        Ok(())
+        Ok(local.is_orphan())
     }
 }
 
