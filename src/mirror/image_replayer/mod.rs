@@ -18,6 +18,7 @@
 //! every state change and, while replaying, after commits (at most once a second).
 
 mod bootstrap;
+mod control;
 mod image_sync;
 mod replay;
 mod status;
@@ -44,6 +45,8 @@ use crate::rbd::{self, Image, LockState, RbdError};
 
 use bootstrap::Boot;
 use replay::{Applied, Replay};
+
+pub use control::Control;
 
 /// The pool × peer an image replayer works in (shared by all its images).
 pub struct PoolCtx<I> {
@@ -141,6 +144,7 @@ pub fn spawn<R: Rados, C: Connector<Rados = R>>(
         global_id: global_id.clone(),
     };
     let metrics = ImageMetrics::new(&key);
+    let control = env.registry.attach(&key, &ctx.peer);
     let actor = ImageReplayer {
         view: ImageView {
             name: String::new(),
@@ -160,6 +164,7 @@ pub fn spawn<R: Rados, C: Connector<Rados = R>>(
         global_id,
         remote_image_id,
         kick: kick.clone(),
+        control,
         status: tokio::sync::watch::Sender::new(status::Published {
             state: ReplayState::StartingReplay,
             description: String::new(),
@@ -186,6 +191,8 @@ struct ImageReplayer<R: Rados, C> {
     global_id: String,
     remote_image_id: String,
     kick: Arc<Notify>,
+    /// An operator's stop / start / restart / flush (the admin socket).
+    control: Arc<Control>,
     view: ImageView,
     /// Read by this image's status writer task.
     status: tokio::sync::watch::Sender<status::Published>,
@@ -204,10 +211,20 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
     async fn run(mut self, cancel: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(250), 2, Duration::from_secs(30));
         loop {
+            if self.control.is_held() {
+                self.set_state(ReplayState::Stopped, "stopped by an operator")
+                    .await;
+                if !self.control.released(&cancel).await {
+                    break;
+                }
+            }
             self.set_state(ReplayState::StartingReplay, "starting replay")
                 .await;
-            let park = match self.cycle(&cancel).await {
-                Ok(Stopped::Cancelled) => break,
+            // An operator's stop or restart cancels this cycle only.
+            let cycle = self.control.cycle(&cancel);
+            let park = match self.cycle(&cycle).await {
+                Ok(Stopped::Cancelled) if cancel.is_cancelled() => break,
+                Ok(Stopped::Cancelled) => continue,
                 Ok(Stopped::Parked) => true,
                 Err(e) if e.is_transient() => {
                     self.metrics.error(e.code());
@@ -228,14 +245,17 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
             if park {
                 backoff.reset();
                 tokio::select! {
-                    _ = cancel.cancelled() => break,
+                    _ = cycle.cancelled() => {}
                     _ = self.kick.notified() => {}
                 }
             } else {
                 tokio::select! {
-                    _ = cancel.cancelled() => break,
+                    _ = cycle.cancelled() => {}
                     _ = tokio::time::sleep(backoff.next_delay()) => {}
                 }
+            }
+            if cancel.is_cancelled() {
+                break;
             }
         }
         self.set_state(ReplayState::Stopped, "stopped").await;
@@ -339,6 +359,12 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                     // Promoted here: stop replaying and let the new primary have the lock.
                     LockState::ReleaseRequested | LockState::Unlocked => return Ok(Stopped::Parked),
                 },
+                _ = self.control.flush_requested() => {
+                    let flushed = follower.flush_commit().await;
+                    self.control.answer_flushes(flushed.as_ref().map(drop).map_err(ToString::to_string));
+                    flushed?;
+                    continue;
+                }
                 b = follower.next() => b?,
             };
             if batch.is_empty() {
