@@ -34,6 +34,9 @@ run cargo test --lib --bins "${others[@]}"
 # The daemon end to end on the lab with real librbd on site-a: live replay of the full op
 # mix, image sync, restart, and 20 kill -9s mid-workload; both sites compared byte for byte.
 export RBD_RELAY_BIN=$PWD/target/debug/rbd-relay
+# The process contract and the admin socket through Ceph's CLIs (before the kill -9s of
+# e2e-check: it expects empty blocklists after its clean stops).
+run scripts/daemon-check
 run scripts/e2e-check rbd-relay 200
 # Failover and failback with the stock rbd CLI, rbd-relay on both sites: planned, forced
 # (split-brain, resync), resync requests, disconnected clients, an outage of site-a.

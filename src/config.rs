@@ -9,6 +9,11 @@
 //! ```
 //! Units are in the names. Unknown keys are an error, so a typo never silently keeps a
 //! default.
+//!
+//! rbd-mirror's own options that mean something here (`rbd_mirror_journal_poll_age` and
+//! friends, see [`CEPH_OPTIONS`]) are honoured from the conf file, `CEPH_ARGS` and the
+//! command line, over the TOML file. A few can change while the daemon runs (`config set`
+//! on the admin socket): those are read through [`LiveSettings`].
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -69,8 +74,14 @@ pub struct PoolSettings {
     /// `rbd_mirror_pool_replayers_refresh_interval`, 30 s).
     pub refresh_interval_ms: u64,
     /// Delay before a non-primary image whose primary is gone is deleted locally (upstream:
-    /// `rbd_mirror_delete_retry_interval`-like grace).
+    /// `rbd_mirroring_delete_delay`).
     pub delete_delay_ms: u64,
+    /// A local copy that could not be deleted is tried again this often (upstream:
+    /// `rbd_mirror_delete_retry_interval`).
+    pub delete_retry_interval_ms: u64,
+    /// Image replayers parked by an error retry at least this often even without an update
+    /// of their image (upstream: `rbd_mirror_image_state_check_interval`).
+    pub image_state_check_interval_ms: u64,
 }
 
 impl Default for ReplaySettings {
@@ -102,6 +113,8 @@ impl Default for PoolSettings {
         PoolSettings {
             refresh_interval_ms: 30_000,
             delete_delay_ms: 0,
+            delete_retry_interval_ms: 30_000,
+            image_state_check_interval_ms: 30_000,
         }
     }
 }
@@ -134,6 +147,93 @@ impl Settings {
     }
 }
 
+/// A Ceph option (seconds, as Ceph spells them) mapped onto one of our millisecond
+/// settings.
+pub struct CephOption {
+    pub name: &'static str,
+    field: fn(&mut Settings) -> &mut u64,
+    /// Changes while running take effect (read through [`LiveSettings`]).
+    pub live: bool,
+}
+
+/// rbd-mirror's options that have a meaning for rbd-relay. Upstream re-reads the journal
+/// every `rbd_mirror_journal_poll_age`; here that bounds the safety-net probe.
+pub const CEPH_OPTIONS: &[CephOption] = &[
+    CephOption::new("rbd_mirror_journal_poll_age", false, |s| {
+        &mut s.replay.probe_ceiling_ms
+    }),
+    CephOption::new("rbd_mirror_pool_replayers_refresh_interval", false, |s| {
+        &mut s.pools.refresh_interval_ms
+    }),
+    CephOption::new("rbd_mirror_image_state_check_interval", true, |s| {
+        &mut s.pools.image_state_check_interval_ms
+    }),
+    CephOption::new("rbd_mirror_delete_retry_interval", true, |s| {
+        &mut s.pools.delete_retry_interval_ms
+    }),
+    CephOption::new("rbd_mirroring_delete_delay", true, |s| {
+        &mut s.pools.delete_delay_ms
+    }),
+];
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum OptionError {
+    #[error("{name}: '{value}' is not a number of seconds")]
+    BadValue { name: String, value: String },
+}
+
+impl CephOption {
+    const fn new(name: &'static str, live: bool, field: fn(&mut Settings) -> &mut u64) -> Self {
+        CephOption { name, field, live }
+    }
+
+    pub fn find(name: &str) -> Option<&'static CephOption> {
+        CEPH_OPTIONS.iter().find(|o| o.name == name)
+    }
+
+    /// Sets it from Ceph's text (seconds, fractions allowed).
+    pub fn apply(&self, settings: &mut Settings, value: &str) -> Result<(), OptionError> {
+        let secs = value
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .ok_or_else(|| OptionError::BadValue {
+                name: self.name.into(),
+                value: value.into(),
+            })?;
+        *(self.field)(settings) = (secs * 1000.0).round() as u64;
+        Ok(())
+    }
+
+    /// The current value in Ceph's text (seconds).
+    pub fn show(&self, settings: &Settings) -> String {
+        let ms = *(self.field)(&mut settings.clone());
+        format!("{}", ms as f64 / 1000.0)
+    }
+}
+
+/// The settings that can change while the daemon runs; readers take them at each use
+/// from the daemon's `watch` channel (see `mirror::Env::live`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LiveSettings {
+    pub delete_delay: Duration,
+    pub delete_retry_interval: Duration,
+    pub image_state_check_interval: Duration,
+}
+
+impl Settings {
+    pub fn live(&self) -> LiveSettings {
+        // A zero interval would spin: at least 100 ms, as the refresh interval.
+        let floor = |ms: u64| Duration::from_millis(ms.max(100));
+        LiveSettings {
+            delete_delay: Duration::from_millis(self.pools.delete_delay_ms),
+            delete_retry_interval: floor(self.pools.delete_retry_interval_ms),
+            image_state_check_interval: floor(self.pools.image_state_check_interval_ms),
+        }
+    }
+}
+
 impl ReplaySettings {
     pub fn follower(&self) -> FollowerConfig {
         FollowerConfig {
@@ -157,6 +257,21 @@ mod tests {
         assert_eq!(s.replay.probe_ceiling_ms, 250);
         assert_eq!(s.replay.probe_floor_ms, 50);
         assert!(s.metrics_addr.is_none());
+    }
+
+    #[test]
+    fn ceph_options_are_seconds_mapped_to_our_milliseconds() {
+        let mut s = Settings::default();
+        let poll = CephOption::find("rbd_mirror_journal_poll_age").unwrap();
+        poll.apply(&mut s, "0.25").unwrap();
+        assert_eq!(s.replay.probe_ceiling_ms, 250);
+        assert_eq!(poll.show(&s), "0.25");
+        let delay = CephOption::find("rbd_mirroring_delete_delay").unwrap();
+        delay.apply(&mut s, "3").unwrap();
+        assert_eq!(s.live().delete_delay, Duration::from_secs(3));
+        assert!(delay.apply(&mut s, "soon").is_err());
+        assert!(delay.apply(&mut s, "-1").is_err());
+        assert!(CephOption::find("rbd_mirror_concurrent_image_syncs").is_none());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //!
 //! Crate map (dependencies point one way: mirror → journal, rbd → cls → rados → format):
 //! - [`backoff`]: retry delays with jitter.
+//! - [`daemon`]: `rbd-relay run`'s process contract (options, daemonize, log, pid file,
+//!   signals) and its admin socket commands.
 //! - [`cls`]: typed calls to Ceph's object classes (cls_rbd, cls_journal, cls_lock).
 //! - [`format`]: Ceph's binary encodings and the types we read and write; pure.
 //! - [`journal`]: RBD journals at the RADOS level (writer; the follower comes next).
@@ -14,6 +16,7 @@ pub mod backoff;
 pub mod ceph_conf;
 pub mod cls;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod format;
 pub mod journal;

@@ -1,8 +1,10 @@
-//! The `rbd-relay` command: `run` (the daemon, connecting like Ceph's daemons), `demo` (the
+//! The `rbd-relay` command: `run` (the daemon, a Ceph daemon's process contract: see
+//! `daemon`), `demo` (the
 //! embedded two-site default), `status` (asks a running daemon over its admin socket) and
 //! `probe` (a cluster's mirroring state and its `rbd_mirroring` notifications, decoded).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -25,7 +27,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// The daemon: replicate every image the local cluster's pools mirror from their peers.
-    Run(RunArgs),
+    /// Takes Ceph's daemon options (`run --help` lists them).
+    #[command(disable_help_flag = true)]
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Two embedded sites, a primary workload, the daemon replicating, then a full compare.
     Demo {
         #[arg(long, default_value_t = 20)]
@@ -60,45 +67,25 @@ enum Command {
     },
 }
 
-#[derive(clap::Args)]
-struct RunArgs {
-    /// Cluster name: finds `$cluster.conf` on Ceph's search path.
-    #[arg(long, default_value = "ceph")]
-    cluster: String,
-    #[arg(short = 'c', long = "conf")]
-    conf: Option<PathBuf>,
-    /// Client id (`admin` for `client.admin`).
-    #[arg(short = 'i', long = "id", conflicts_with = "name")]
-    id: Option<String>,
-    /// Full client name (`client.admin`).
-    #[arg(short = 'n', long = "name")]
-    name: Option<String>,
-    #[arg(long)]
-    keyring: Option<PathBuf>,
-    /// rbd-relay's own settings (TOML; see config.rs for every key and default).
-    #[arg(long = "config")]
-    settings: Option<PathBuf>,
-    /// Prometheus endpoint (overrides the settings file).
-    #[arg(long)]
-    metrics_addr: Option<std::net::SocketAddr>,
-    /// Admin socket path (default: /tmp/rbd-relay.$cluster.$name.asok).
-    #[arg(long)]
-    admin_socket: Option<PathBuf>,
-    /// Stay in the foreground (the only mode so far; accepted as Ceph daemons take it).
-    #[arg(short = 'f', long = "foreground")]
-    foreground: bool,
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
+    let command = Cli::parse().command;
+    // The daemon forks before any thread starts and sets up its own logging.
+    if let Command::Run { args } = command {
+        return Ok(rbd_relay::daemon::main(args));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    match Cli::parse().command {
-        Command::Run(args) => run(args).await,
+    tokio::runtime::Runtime::new()?.block_on(tool(command))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn tool(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { .. } => unreachable!("handled before the runtime starts"),
         Command::Demo {
             seconds,
             images,
@@ -129,154 +116,6 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mut settings = match &args.settings {
-        Some(p) => rbd_relay::config::Settings::load(p)?,
-        None => rbd_relay::config::Settings::default(),
-    };
-    if args.metrics_addr.is_some() {
-        settings.metrics_addr = args.metrics_addr;
-    }
-    if let Some(addr) = settings.metrics_addr {
-        rbd_relay::metrics::install(addr).with_context(|| format!("serving metrics on {addr}"))?;
-    }
-    let name = match (&args.name, &args.id) {
-        (Some(n), _) => n.clone(),
-        (None, Some(id)) => format!("client.{id}"),
-        (None, None) => "client.admin".into(),
-    };
-    let mut cfg = rbd_relay::ceph_conf::connect_config(&args.cluster, &name, args.conf.clone());
-    cfg.keyring = args.keyring.clone();
-    let local = LibradosCluster::connect(cfg)
-        .await
-        .with_context(|| format!("connecting to cluster {} as {name}", args.cluster))?;
-    let id = name.strip_prefix("client.").unwrap_or(&name).to_string();
-    let host = hostname();
-    let instance = local.instance_id().to_string();
-    local
-        .service_register(
-            "rbd-mirror",
-            &instance,
-            vec![
-                ("id".into(), id.clone()),
-                ("instance_id".into(), instance.clone()),
-                ("hostname".into(), host),
-                ("ceph_version".into(), "rbd-relay".into()),
-            ],
-        )
-        .await?;
-    tracing::info!(cluster = %args.cluster, client = %name, instance = %instance, "rbd-relay running");
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let every = std::time::Duration::from_millis(settings.pools.refresh_interval_ms);
-    tokio::spawn(publish_service_status(
-        local.clone(),
-        instance,
-        every,
-        cancel.clone(),
-    ));
-    let env = rbd_relay::mirror::Env::new(local, rbd_relay::ceph_conf::LibradosConnector, settings);
-    let asok = args
-        .admin_socket
-        .unwrap_or_else(|| PathBuf::from(format!("/tmp/rbd-relay.{}.{name}.asok", args.cluster)));
-    let mut commands = rbd_relay::admin_socket::Commands::default();
-    let registry = env.registry.clone();
-    commands.add(
-        "rbd mirror status",
-        "show status for all mirrored images",
-        std::sync::Arc::new(move |_| Ok(status_json(&registry).to_string())),
-    );
-    tokio::spawn(rbd_relay::admin_socket::serve(
-        asok,
-        commands,
-        cancel.clone(),
-    ));
-    let stop = cancel.clone();
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::info!("stopping: finishing applies, committing, releasing locks");
-        stop.cancel();
-    });
-    let _ = args.foreground;
-    let grace = std::time::Duration::from_secs(30);
-    let daemon = rbd_relay::mirror::run(env, cancel.clone());
-    tokio::pin!(daemon);
-    tokio::select! {
-        _ = &mut daemon => {}
-        _ = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::error!("replayers did not stop within {grace:?}; exiting");
-        }
-    }
-    Ok(())
-}
-
-/// Our entry in Ceph's service map status, in rbd-mirror's shape: a `json` key holding
-/// `{"<pool id>": {"instance_id": "<our global id>", "leader": true}}`. `rbd mirror pool
-/// status` reports "daemon health: ERROR" for a pool nobody reports, and `--verbose` maps
-/// each image status (written by our client) to "service: <id> on <host>" through
-/// `instance_id`. Pools come and go without a notification, so the list is re-read at
-/// the pool refresh interval; the status is sent only when it changed.
-async fn publish_service_status(
-    rados: LibradosCluster,
-    instance: String,
-    every: std::time::Duration,
-    cancel: tokio_util::sync::CancellationToken,
-) {
-    let mut published = String::new();
-    loop {
-        match rados.pool_list().await {
-            Ok(pools) => {
-                let body: serde_json::Map<String, serde_json::Value> = pools
-                    .iter()
-                    .map(|(id, name)| {
-                        let entry = serde_json::json!({
-                            "name": name, "instance_id": instance, "leader": true,
-                        });
-                        (id.to_string(), entry)
-                    })
-                    .collect();
-                let json = serde_json::Value::Object(body).to_string();
-                if json != published {
-                    match rados
-                        .service_update_status(vec![("json".into(), json.clone())])
-                        .await
-                    {
-                        Ok(()) => published = json,
-                        Err(e) => tracing::warn!(%e, "updating the service map status"),
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(%e, "listing pools for the service map status"),
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-    }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
-fn status_json(registry: &rbd_relay::mirror::Registry) -> serde_json::Value {
-    let images: Vec<serde_json::Value> = registry
-        .snapshot()
-        .into_iter()
-        .map(|(k, v)| {
-            serde_json::json!({ "pool": k.pool, "namespace": k.namespace,
-            "global_id": k.global_id, "image": v })
-        })
-        .collect();
-    serde_json::json!({ "images": images })
-}
-
 async fn status(asok: PathBuf, format: &str) -> anyhow::Result<()> {
     let cmd = serde_json::json!({ "prefix": "rbd mirror status", "format": "json" });
     let out = rbd_relay::admin_socket::request(&asok, &cmd)
@@ -288,21 +127,23 @@ async fn status(asok: PathBuf, format: &str) -> anyhow::Result<()> {
     }
     let v: serde_json::Value = serde_json::from_str(&out)?;
     println!(
-        "{:<12} {:<24} {:<16} {:>10} {:>10} {:>9}  description",
-        "pool", "image", "state", "entries", "behind", "lag s"
+        "{:<12} {:<12} {:<32} {:<10} {:>10} {:>10} {:>9}  description",
+        "pool", "peer", "image", "state", "entries", "behind", "lag s"
     );
-    for i in v["images"].as_array().into_iter().flatten() {
-        let img = &i["image"];
-        println!(
-            "{:<12} {:<24} {:<16} {:>10} {:>10} {:>9.3}  {}",
-            i["pool"].as_str().unwrap_or(""),
-            img["name"].as_str().unwrap_or(""),
-            img["state"].as_str().unwrap_or(""),
-            img["entries_replayed"],
-            img["entries_behind"],
-            img["lag_seconds"].as_f64().unwrap_or(0.0),
-            img["description"].as_str().unwrap_or(""),
-        );
+    for pool in v["pool_replayers"].as_array().into_iter().flatten() {
+        for img in pool["image_replayers"].as_array().into_iter().flatten() {
+            println!(
+                "{:<12} {:<12} {:<32} {:<10} {:>10} {:>10} {:>9.3}  {}",
+                pool["pool"].as_str().unwrap_or(""),
+                pool["peer"].as_str().unwrap_or(""),
+                img["name"].as_str().unwrap_or(""),
+                img["state"].as_str().unwrap_or(""),
+                img["entries_replayed"],
+                img["entries_behind"],
+                img["lag_seconds"].as_f64().unwrap_or(0.0),
+                img["description"].as_str().unwrap_or(""),
+            );
+        }
     }
     Ok(())
 }

@@ -20,7 +20,9 @@
 //! raises the gauge to that batch's age every second (the entries in it are at least that
 //! old on the primary).
 //!
-//! Without `install` (no `metrics_addr`) no recorder exists and every event fn is a no-op.
+//! Without `install` no recorder exists and every event fn is a no-op. The daemon always
+//! installs one (its admin socket's `perf dump` reads it); the HTTP exporter only runs with
+//! a `metrics_addr`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +33,7 @@ use metrics::{
     Counter, Gauge, Histogram, Label, Unit, counter, describe_counter, describe_gauge,
     describe_histogram, gauge, histogram,
 };
-use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::mirror::registry::{ImageKey, ImageView, ReplayState};
 use crate::rados::WatchEvent;
@@ -82,14 +84,35 @@ impl Source {
     }
 }
 
-/// Starts the exporter's HTTP listener on `addr` (serves `/metrics`; needs a tokio
-/// runtime) and registers every description, the build info and the daemon-wide series at
-/// zero, so dashboards and alerts see them before the first event.
-pub fn install(addr: SocketAddr) -> Result<(), BuildError> {
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .set_buckets_for_metric(Matcher::Full(REPLAY_LATENCY.into()), &LATENCY_BUCKETS)?
-        .install()?;
+/// Installs the recorder (needs a tokio runtime), with the exporter's HTTP listener on
+/// `addr` (serves `/metrics`) if given, and registers every description, the build info
+/// and the daemon-wide series at zero, so dashboards and alerts see them before the first
+/// event. The handle renders the same text, for the admin socket.
+pub fn install(addr: Option<SocketAddr>) -> Result<PrometheusHandle, BuildError> {
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(REPLAY_LATENCY.into()), &LATENCY_BUCKETS)?;
+    let handle = match addr {
+        Some(addr) => {
+            let (recorder, exporter) = builder.with_http_listener(addr).build()?;
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder)?;
+            tokio::spawn(exporter);
+            handle
+        }
+        None => {
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder)?;
+            let upkeep = handle.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(UPKEEP).await;
+                    upkeep.run_upkeep();
+                }
+            });
+            handle
+        }
+    };
     describe();
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     for source in Source::ALL {
@@ -107,8 +130,11 @@ pub fn install(addr: SocketAddr) -> Result<(), BuildError> {
             Lag::refresh_all();
         }
     });
-    Ok(())
+    Ok(handle)
 }
+
+/// How often histograms drop expired samples when no exporter does it (its own default).
+const UPKEEP: Duration = Duration::from_secs(5);
 
 /// How often the lag of images with a batch in flight is raised to that batch's age.
 const LAG_REFRESH: Duration = Duration::from_secs(1);

@@ -457,7 +457,7 @@ fn a_stuck_image_raises_its_lag_alert_and_only_its_own() {
     let faults = Faults::new(7);
     let cancel = CancellationToken::new();
     let (sites, images) = rt.block_on(async {
-        rbd_relay::metrics::install(([127, 0, 0, 1], port).into()).unwrap();
+        rbd_relay::metrics::install(Some(([127, 0, 0, 1], port).into())).unwrap();
         let sites = TwoSites::new(MirrorMode::Pool).await.unwrap();
         let connector = FaultyConnector {
             inner: sites.connector.clone(),

@@ -27,7 +27,7 @@ pub struct DemoArgs {
 /// Runs the demo; `Ok(false)` when the sites ended up different.
 pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     if let Some(addr) = args.metrics_addr {
-        crate::metrics::install(addr)?;
+        crate::metrics::install(Some(addr))?;
     }
     let sites = TwoSites::new(MirrorMode::Pool).await?;
     let settings = Settings {

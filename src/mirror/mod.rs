@@ -21,15 +21,16 @@ pub mod registry;
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Settings;
+use crate::config::{LiveSettings, Settings};
 use crate::journal::follower::PrefetchBudget;
 use crate::rados::Rados;
 
 pub use peer::{Connector, PeerSite};
-pub use registry::{ImageKey, ImageView, Registry};
+pub use registry::{Held, ImageKey, ImageView, PoolKey, Registry};
 
 /// What every actor of one daemon shares. Cheap to clone.
 pub struct Env<R: Rados, C> {
@@ -41,6 +42,8 @@ pub struct Env<R: Rados, C> {
     pub registry: Arc<Registry>,
     /// Journal bytes fetched and not yet applied, across all images.
     pub prefetch: Arc<PrefetchBudget>,
+    /// Settings an operator may change while running (`config set`); read at each use.
+    pub live: Arc<watch::Sender<LiveSettings>>,
 }
 
 impl<R: Rados, C> Clone for Env<R, C> {
@@ -52,6 +55,7 @@ impl<R: Rados, C> Clone for Env<R, C> {
             tasks: self.tasks.clone(),
             registry: self.registry.clone(),
             prefetch: self.prefetch.clone(),
+            live: self.live.clone(),
         }
     }
 }
@@ -59,7 +63,9 @@ impl<R: Rados, C> Clone for Env<R, C> {
 impl<R: Rados, C: Connector<Rados = R>> Env<R, C> {
     pub fn new(local: R, connector: C, settings: Settings) -> Self {
         let prefetch = PrefetchBudget::new(settings.replay.total_prefetch_bytes);
+        let live = Arc::new(watch::Sender::new(settings.live()));
         Env {
+            live,
             settings: Arc::new(settings),
             local,
             connector: Arc::new(connector),

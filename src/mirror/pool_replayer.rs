@@ -11,10 +11,12 @@
 //!  WATCH remote rbd_mirroring ──► LIST images ──► reconcile replayers
 //!    ├─ ImageUpdated(enabled)   ──► start (or kick a parked) ImageReplayer
 //!    ├─ ImageUpdated(disabling) ──► stop it ──► DELETE_LOCAL (non-primary copies only)
+//!    │                               (failed: retried every delete retry interval)
+//!    ├─ image state check interval ──► kick every replayer (one parked by an error retries)
 //!    └─ watch error / lag       ──► re-watch ──► LIST ──► reconcile
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +48,8 @@ pub fn spawn<R: Rados, C: Connector<Rados = R>>(
 ) {
     let tasks = env.tasks.clone();
     tasks.spawn(async move {
+        // Its admin commands exist while it does.
+        let _listed = env.registry.add_pool(&args.pool, &args.peer.site_name);
         let mut backoff = Backoff::new(Duration::from_millis(500), 2, Duration::from_secs(30));
         loop {
             match run(&env, &args, &cancel).await {
@@ -95,14 +99,32 @@ async fn run<R: Rados, C: Connector<Rados = R>>(
         remote_uuid,
     });
     let mut replayers: HashMap<String, Running> = HashMap::new();
+    // Local copies whose removal failed: retried on a timer.
+    let mut undeleted = HashSet::new();
     let mut watch = watch_remote(&ctx.remote_io).await?;
     let mut images = pool_watcher::list(&ctx.remote_io).await?;
-    reconcile(env, &ctx, &images, &mut replayers, cancel).await;
+    reconcile(env, &ctx, &images, &mut replayers, &mut undeleted, cancel).await;
+    let live = || *env.live.borrow();
+    let mut state_check = tokio::time::Instant::now() + live().image_state_check_interval;
+    let mut delete_retry = tokio::time::Instant::now() + live().delete_retry_interval;
     tracing::info!(pool = %args.pool, peer = %args.peer.site_name, images = images.len(),
         "pool replayer running");
     let result = loop {
         let ev = tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
+            _ = tokio::time::sleep_until(state_check) => {
+                state_check = tokio::time::Instant::now() + live().image_state_check_interval;
+                replayers.values().for_each(|r| r.handle.kick());
+                continue;
+            }
+            _ = tokio::time::sleep_until(delete_retry), if !undeleted.is_empty() => {
+                delete_retry = tokio::time::Instant::now() + live().delete_retry_interval;
+                undeleted.retain(|g| !images.contains_key(g)); // mirrored again: keep it
+                for global_id in std::mem::take(&mut undeleted) {
+                    delete(&ctx, global_id, &mut undeleted).await;
+                }
+                continue;
+            }
             ev = watch.next() => ev,
         };
         metrics::watch_event(Source::Mirroring, ev.as_ref());
@@ -136,7 +158,7 @@ async fn run<R: Rados, C: Connector<Rados = R>>(
                 Err(e) => break Err(e),
             },
         }
-        reconcile(env, &ctx, &images, &mut replayers, cancel).await;
+        reconcile(env, &ctx, &images, &mut replayers, &mut undeleted, cancel).await;
     };
     let _ = ctx.remote_io.unwatch(watch.cookie).await;
     for (_, r) in replayers.drain() {
@@ -144,6 +166,14 @@ async fn run<R: Rados, C: Connector<Rados = R>>(
         let _ = r.task.await;
     }
     result
+}
+
+/// Removes a local copy; a failure is remembered for the retry timer.
+async fn delete<I: IoCtx>(ctx: &PoolCtx<I>, global_id: String, undeleted: &mut HashSet<String>) {
+    if let Err(e) = image_replayer::delete_local(ctx, &global_id).await {
+        tracing::warn!(pool = %ctx.pool, %global_id, %e, "removing local copy; will retry");
+        undeleted.insert(global_id);
+    }
 }
 
 async fn watch_remote<I: IoCtx>(io: &I) -> Result<Watch, ClsError> {
@@ -157,6 +187,7 @@ async fn reconcile<R: Rados, C: Connector<Rados = R>>(
     ctx: &Arc<PoolCtx<R::IoCtx>>,
     images: &ImageSet,
     replayers: &mut HashMap<String, Running>,
+    undeleted: &mut HashSet<String>,
     cancel: &CancellationToken,
 ) {
     let gone: Vec<String> = replayers
@@ -169,14 +200,12 @@ async fn reconcile<R: Rados, C: Connector<Rados = R>>(
             r.handle.stop();
             let _ = r.task.await;
         }
-        let delay = Duration::from_millis(env.settings.pools.delete_delay_ms);
+        let delay = env.live.borrow().delete_delay;
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
-        if let Err(e) = image_replayer::delete_local(ctx, &global_id).await {
-            tracing::warn!(pool = %ctx.pool, %global_id, %e, "removing local copy");
-        }
+        delete(ctx, global_id, undeleted).await;
     }
     for (global_id, image_id) in images {
         match replayers.get(global_id) {

@@ -1,11 +1,17 @@
-//! What the actors publish about themselves, for `rbd-relay status` and the demo: one
-//! [`ImageView`] per image replayer, written only by that replayer, read by anyone. A
-//! read-mostly `DashMap`, per design.md's one exception to "no shared mutable state".
+//! What the actors publish about themselves, for `rbd-relay status`, the admin socket and
+//! the demo: one [`ImageView`] per image replayer, written only by that replayer, read by
+//! anyone; each image replayer's [`Control`] and each running pool replayer, so that admin
+//! commands exist exactly while their image or pool does. Read-mostly `DashMap`s, per
+//! design.md's one exception to "no shared mutable state".
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use dashmap::DashMap;
 use serde::Serialize;
+
+use super::image_replayer::Control;
 
 /// Identifies an image replayer: local pool, namespace and global image id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -71,9 +77,38 @@ mod unix_seconds {
     }
 }
 
+/// A pool replayer: local pool × peer site.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey {
+    pub pool: String,
+    pub peer: String,
+}
+
+/// What an operator's `stop` holds: new image replayers in it start held too.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Held {
+    Daemon,
+    Pool(PoolKey),
+}
+
 #[derive(Default)]
 pub struct Registry {
     images: DashMap<ImageKey, ImageView>,
+    controls: DashMap<ImageKey, Arc<Control>>,
+    pools: DashMap<PoolKey, ()>,
+    held: Mutex<HashSet<Held>>,
+}
+
+/// Keeps a pool replayer listed while alive.
+pub struct PoolEntry {
+    registry: Arc<Registry>,
+    key: PoolKey,
+}
+
+impl Drop for PoolEntry {
+    fn drop(&mut self) {
+        self.registry.pools.remove(&self.key);
+    }
 }
 
 impl Registry {
@@ -81,8 +116,69 @@ impl Registry {
         self.images.insert(key.clone(), view);
     }
 
+    /// The replayer ended: its view and its admin commands go.
     pub fn remove(&self, key: &ImageKey) {
         self.images.remove(key);
+        self.controls.remove(key);
+    }
+
+    /// A new image replayer's control, held if its pool or the daemon is.
+    pub fn attach(&self, key: &ImageKey, peer: &str) -> Arc<Control> {
+        let pool = Held::Pool(PoolKey {
+            pool: key.pool.clone(),
+            peer: peer.to_string(),
+        });
+        let held = {
+            let held = self.lock_held();
+            held.contains(&Held::Daemon) || held.contains(&pool)
+        };
+        let control = Arc::new(Control::new(held));
+        self.controls.insert(key.clone(), control.clone());
+        control
+    }
+
+    pub fn control(&self, key: &ImageKey) -> Option<Arc<Control>> {
+        self.controls.get(key).map(|c| c.clone())
+    }
+
+    pub fn view(&self, key: &ImageKey) -> Option<ImageView> {
+        self.images.get(key).map(|v| v.clone())
+    }
+
+    /// Lists a pool replayer until the returned entry is dropped.
+    pub fn add_pool(self: &Arc<Self>, pool: &str, peer: &str) -> PoolEntry {
+        let key = PoolKey {
+            pool: pool.into(),
+            peer: peer.into(),
+        };
+        self.pools.insert(key.clone(), ());
+        PoolEntry {
+            registry: self.clone(),
+            key,
+        }
+    }
+
+    /// Running pool replayers, sorted.
+    pub fn pools(&self) -> Vec<PoolKey> {
+        let mut all: Vec<_> = self.pools.iter().map(|e| e.key().clone()).collect();
+        all.sort();
+        all
+    }
+
+    /// Marks (or clears) an operator's hold for replayers yet to start.
+    pub fn hold(&self, what: Held, on: bool) {
+        let mut held = self.lock_held();
+        if on {
+            held.insert(what);
+        } else if what == Held::Daemon {
+            held.clear(); // starting the daemon starts every pool
+        } else {
+            held.remove(&what);
+        }
+    }
+
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, HashSet<Held>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every image, sorted by key.

@@ -23,6 +23,7 @@
 //! every state change and, while replaying, after commits (at most once a second).
 
 mod bootstrap;
+mod control;
 mod image_sync;
 mod replay;
 mod status;
@@ -53,6 +54,8 @@ use crate::rbd::{self, Image, LockState, RbdError};
 use bootstrap::Boot;
 use replay::{Applied, Replay};
 use wake::{ResyncWatch, Wakers};
+
+pub use control::Control;
 
 /// The pool × peer an image replayer works in (shared by all its images).
 pub struct PoolCtx<I> {
@@ -165,6 +168,7 @@ pub fn spawn<R: Rados, C: Connector<Rados = R>>(
         global_id: global_id.clone(),
     };
     let metrics = ImageMetrics::new(&key);
+    let control = env.registry.attach(&key, &ctx.peer);
     let actor = ImageReplayer {
         view: ImageView {
             name: String::new(),
@@ -184,6 +188,7 @@ pub fn spawn<R: Rados, C: Connector<Rados = R>>(
         global_id,
         remote_image_id,
         kick: kick.clone(),
+        control,
         status: tokio::sync::watch::Sender::new(status::Published {
             state: ReplayState::StartingReplay,
             description: String::new(),
@@ -210,6 +215,8 @@ struct ImageReplayer<R: Rados, C> {
     global_id: String,
     remote_image_id: String,
     kick: Arc<Notify>,
+    /// An operator's stop / start / restart / flush (the admin socket).
+    control: Arc<Control>,
     view: ImageView,
     /// Read by this image's status writer task.
     status: tokio::sync::watch::Sender<status::Published>,
@@ -244,14 +251,32 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
         // While parked: armed before each look, so a change right after it is not missed.
         let mut wakers: Option<Wakers<R::IoCtx>> = None;
         loop {
+            if self.control.is_held() {
+                if let Some(w) = wakers.take() {
+                    w.disarm().await;
+                }
+                self.set_state(ReplayState::Stopped, "stopped by an operator")
+                    .await;
+                if !self.control.released(&cancel).await {
+                    break;
+                }
+            }
             if wakers.is_none() {
                 self.set_state(ReplayState::StartingReplay, "starting replay")
                     .await;
             }
+            // An operator's stop or restart cancels this cycle (and its wait) only.
+            let cycle = self.control.cycle(&cancel);
             let looked = Instant::now();
             let mut replayed = false;
-            let park = match self.cycle(&cancel, &mut wakers, &mut replayed).await {
-                Ok(Stopped::Cancelled) => break,
+            let park = match self.cycle(&cycle, &mut wakers, &mut replayed).await {
+                Ok(Stopped::Cancelled) if cancel.is_cancelled() => break,
+                Ok(Stopped::Cancelled) => {
+                    if let Some(w) = wakers.take() {
+                        w.disarm().await;
+                    }
+                    continue;
+                }
                 Ok(Stopped::Parked { watch_remote }) => {
                     // Handed the lock over (a promotion): look again once armed.
                     replayed = false;
@@ -268,8 +293,11 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                         w.disarm().await;
                     }
                     tokio::select! {
-                        _ = cancel.cancelled() => break,
+                        _ = cycle.cancelled() => {}
                         _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                    if cancel.is_cancelled() {
+                        break;
                     }
                     continue;
                 }
@@ -297,17 +325,20 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                 None => None,
             };
             if let Some(mut w) = waiting {
-                let woken = tokio::select! {
-                    _ = cancel.cancelled() => false,
-                    _ = self.kick.notified() => true,
-                    _ = w.changed() => true,
-                };
+                tokio::select! {
+                    _ = cycle.cancelled() => {}
+                    _ = self.kick.notified() => {}
+                    _ = w.changed() => {}
+                }
                 w.disarm().await;
-                if !woken {
+                if cancel.is_cancelled() {
                     break;
                 }
+                if cycle.is_cancelled() {
+                    continue;
+                }
                 tokio::select! {
-                    _ = cancel.cancelled() => break,
+                    _ = cycle.cancelled() => continue,
                     _ = tokio::time::sleep_until(looked + MIN_RECHECK) => {}
                 }
             }
@@ -382,7 +413,11 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
         if let Err(e) = local.release_lock().await {
             tracing::warn!(image = %self.view.name, %e, "releasing the local image lock");
         }
-        result
+        match result {
+            // Bootstrap decides what a disconnection means (error, or a resync).
+            Err(ReplayError::Disconnected) => Ok(Stopped::Restart),
+            other => other,
+        }
     }
 
     async fn sync_and_replay(
@@ -463,6 +498,12 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                 },
                 // Bootstrap acts on it (or on whatever broke the watch).
                 _ = resync.requested() => return Ok(Stopped::Restart),
+                _ = self.control.flush_requested() => {
+                    let flushed = follower.flush_commit().await;
+                    self.control.answer_flushes(flushed.as_ref().map(drop).map_err(ToString::to_string));
+                    flushed?;
+                    continue;
+                }
                 b = follower.next() => b?,
             };
             if batch.is_empty() {

@@ -1,7 +1,13 @@
 //! Connecting the way Ceph's tools do: cluster name, client name, conf search path
 //! (`$CEPH_CONF`, `/etc/ceph/$cluster.conf`, `~/.ceph/$cluster.conf`, `./$cluster.conf`,
 //! `$cluster` expanded), and peers either by the mon host + key stored in the config-key
-//! store or by their own `<site>.conf` on the same search path, as rbd-mirror does.
+//! store or by their own `<site>.conf` on the same search path, as rbd-mirror does. The
+//! daemon's own options (`CEPH_ARGS`, the command line, the conf file's sections) are
+//! parsed by [`args`], [`file`] and resolved by [`options`].
+
+pub mod args;
+pub mod file;
+pub mod options;
 
 use std::path::PathBuf;
 
@@ -27,13 +33,24 @@ pub fn find_conf(cluster: &str) -> Option<PathBuf> {
 }
 
 /// How to connect to `cluster` as `client_name`, with `conf` if given, else the search path.
+/// librados gets no admin socket of its own: the conf's `admin socket` is the daemon's.
 pub fn connect_config(cluster: &str, client_name: &str, conf: Option<PathBuf>) -> ConnectConfig {
     ConnectConfig {
         conf_file: conf.or_else(|| find_conf(cluster)),
         cluster_name: cluster.to_string(),
         client_name: client_name.to_string(),
+        options: vec![("admin_socket".into(), String::new())],
         ..ConnectConfig::default()
     }
+}
+
+/// The local cluster's connection, from the daemon's resolved options (`--keyring` and
+/// `-m` given on the command line or in `CEPH_ARGS` win over the conf file).
+pub fn local_connect_config(opts: &options::CephOptions) -> ConnectConfig {
+    let mut cfg = connect_config(&opts.cluster, &opts.name, opts.conf_file.clone());
+    cfg.keyring = opts.path("keyring");
+    cfg.mon_host = opts.get("mon_host").filter(|m| !m.is_empty());
+    cfg
 }
 
 /// Connects to peers over librados.
