@@ -147,69 +147,104 @@ impl Settings {
     }
 }
 
-/// A Ceph option (seconds, as Ceph spells them) mapped onto one of our millisecond
-/// settings.
+/// A Ceph option mapped onto one of our settings.
 pub struct CephOption {
     pub name: &'static str,
-    field: fn(&mut Settings) -> &mut u64,
+    field: Field,
     /// Changes while running take effect (read through [`LiveSettings`]).
     pub live: bool,
+}
+
+/// Where a Ceph option lands, and how its text reads.
+enum Field {
+    /// Seconds (fractions allowed), kept as our milliseconds.
+    Seconds(fn(&mut Settings) -> &mut u64),
+    /// A boolean as Ceph parses them (true/false, yes/no, on/off, 1/0).
+    Flag(fn(&mut Settings) -> &mut bool),
 }
 
 /// rbd-mirror's options that have a meaning for rbd-relay. Upstream re-reads the journal
 /// every `rbd_mirror_journal_poll_age`; here that bounds the safety-net probe.
 pub const CEPH_OPTIONS: &[CephOption] = &[
-    CephOption::new("rbd_mirror_journal_poll_age", false, |s| {
+    CephOption::seconds("rbd_mirror_journal_poll_age", false, |s| {
         &mut s.replay.probe_ceiling_ms
     }),
-    CephOption::new("rbd_mirror_pool_replayers_refresh_interval", false, |s| {
+    CephOption::seconds("rbd_mirror_pool_replayers_refresh_interval", false, |s| {
         &mut s.pools.refresh_interval_ms
     }),
-    CephOption::new("rbd_mirror_image_state_check_interval", true, |s| {
+    CephOption::seconds("rbd_mirror_image_state_check_interval", true, |s| {
         &mut s.pools.image_state_check_interval_ms
     }),
-    CephOption::new("rbd_mirror_delete_retry_interval", true, |s| {
+    CephOption::seconds("rbd_mirror_delete_retry_interval", true, |s| {
         &mut s.pools.delete_retry_interval_ms
     }),
-    CephOption::new("rbd_mirroring_delete_delay", true, |s| {
+    CephOption::seconds("rbd_mirroring_delete_delay", true, |s| {
         &mut s.pools.delete_delay_ms
     }),
+    // Read at each bootstrap (image-meta `conf_rbd_mirroring_resync_after_disconnect` wins).
+    CephOption {
+        name: "rbd_mirroring_resync_after_disconnect",
+        field: Field::Flag(|s| &mut s.replay.resync_after_disconnect),
+        live: false,
+    },
 ];
 
 #[derive(Debug, PartialEq, thiserror::Error)]
 pub enum OptionError {
-    #[error("{name}: '{value}' is not a number of seconds")]
+    #[error("{name}: '{value}' is not a valid value")]
     BadValue { name: String, value: String },
 }
 
 impl CephOption {
-    const fn new(name: &'static str, live: bool, field: fn(&mut Settings) -> &mut u64) -> Self {
-        CephOption { name, field, live }
+    const fn seconds(name: &'static str, live: bool, field: fn(&mut Settings) -> &mut u64) -> Self {
+        CephOption {
+            name,
+            field: Field::Seconds(field),
+            live,
+        }
     }
 
     pub fn find(name: &str) -> Option<&'static CephOption> {
         CEPH_OPTIONS.iter().find(|o| o.name == name)
     }
 
-    /// Sets it from Ceph's text (seconds, fractions allowed).
+    /// Sets it from Ceph's text.
     pub fn apply(&self, settings: &mut Settings, value: &str) -> Result<(), OptionError> {
-        let secs = value
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .ok_or_else(|| OptionError::BadValue {
-                name: self.name.into(),
-                value: value.into(),
-            })?;
-        *(self.field)(settings) = (secs * 1000.0).round() as u64;
+        let bad = || OptionError::BadValue {
+            name: self.name.into(),
+            value: value.into(),
+        };
+        match self.field {
+            Field::Seconds(field) => {
+                let secs = value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .ok_or_else(bad)?;
+                *field(settings) = (secs * 1000.0).round() as u64;
+            }
+            Field::Flag(field) => *field(settings) = parse_flag(value).ok_or_else(bad)?,
+        }
         Ok(())
     }
 
-    /// The current value in Ceph's text (seconds).
+    /// The current value in Ceph's text.
     pub fn show(&self, settings: &Settings) -> String {
-        let ms = *(self.field)(&mut settings.clone());
-        format!("{}", ms as f64 / 1000.0)
+        let mut s = settings.clone();
+        match self.field {
+            Field::Seconds(field) => format!("{}", *field(&mut s) as f64 / 1000.0),
+            Field::Flag(field) => field(&mut s).to_string(),
+        }
+    }
+}
+
+/// A boolean the way Ceph's config parser reads one.
+pub fn parse_flag(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
     }
 }
 
@@ -272,6 +307,11 @@ mod tests {
         assert!(delay.apply(&mut s, "soon").is_err());
         assert!(delay.apply(&mut s, "-1").is_err());
         assert!(CephOption::find("rbd_mirror_concurrent_image_syncs").is_none());
+        let resync = CephOption::find("rbd_mirroring_resync_after_disconnect").unwrap();
+        resync.apply(&mut s, "True").unwrap();
+        assert!(s.replay.resync_after_disconnect);
+        assert_eq!(resync.show(&s), "true");
+        assert!(resync.apply(&mut s, "maybe").is_err());
     }
 
     #[test]

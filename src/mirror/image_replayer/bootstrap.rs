@@ -390,12 +390,7 @@ pub fn chained_promotion(
 
 /// Reads an image-meta boolean the way Ceph parses config booleans.
 fn meta_flag<I: IoCtx>(image: &Image<I>, key: &str) -> Option<bool> {
-    let v = image.metadata().get(key)?;
-    match std::str::from_utf8(v).ok()?.trim() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => None,
-    }
+    crate::config::parse_flag(std::str::from_utf8(image.metadata().get(key)?).ok()?)
 }
 
 /// The data of a journal's newest tag: who owns the image now.
