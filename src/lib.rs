@@ -8,6 +8,7 @@
 //! - [`format`]: Ceph's binary encodings and the types we read and write; pure.
 //! - [`journal`]: RBD journals at the RADOS level (writer; the follower comes next).
 //! - [`metrics`]: Prometheus metric names, the exporter, one fn per event.
+//! - [`promote`]: `rbd-relay promote --wait-caught-up`, a failover that proves zero loss.
 //! - [`rados`]: the storage seam (async traits) with the `librados` and `memory` backends.
 //! - [`rbd`]: local RBD images at the RADOS level (the non-primary replica we write).
 
@@ -22,5 +23,6 @@ pub mod format;
 pub mod journal;
 pub mod metrics;
 pub mod mirror;
+pub mod promote;
 pub mod rados;
 pub mod rbd;

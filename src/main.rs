@@ -1,7 +1,7 @@
 //! The `rbd-relay` command: `run` (the daemon, a Ceph daemon's process contract: see
-//! `daemon`), `demo` (the
-//! embedded two-site default), `status` (asks a running daemon over its admin socket) and
-//! `probe` (a cluster's mirroring state and its `rbd_mirroring` notifications, decoded).
+//! `daemon`), `demo` (the embedded two-site default), `status` (asks a running daemon over
+//! its admin socket), `promote` (a failover that proves zero loss) and `probe` (a
+//! cluster's mirroring state and its `rbd_mirroring` notifications, decoded).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +53,15 @@ enum Command {
         #[arg(long, default_value = "plain")]
         format: String,
     },
+    /// On the secondary: demote the peer's image, wait until this copy has replayed
+    /// everything up to the demotion, then promote it here.
+    ///
+    /// Exit status: 0 promoted (or already primary here with the peer not primary);
+    /// 3 refused, nothing changed (peer unreachable without --force, histories not linked,
+    /// both primary); 4 not caught up within --timeout (or the promotion here failed): the
+    /// peer was promoted again, as before; 5 as 4 but promoting the peer again failed, so
+    /// no site is primary; 1 other errors; 2 bad arguments.
+    Promote(PromoteCmd),
     /// Show a cluster's pools and their mirroring state, then watch `rbd_mirroring`.
     Probe {
         /// The cluster's ceph.conf.
@@ -65,6 +74,61 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         watch_secs: u64,
     },
+}
+
+/// How to reach the local cluster, as Ceph's tools take it.
+#[derive(clap::Args)]
+struct ConnArgs {
+    /// Cluster name: finds `$cluster.conf` on Ceph's search path.
+    #[arg(long, default_value = "ceph")]
+    cluster: String,
+    #[arg(short = 'c', long = "conf")]
+    conf: Option<PathBuf>,
+    /// Client id (`admin` for `client.admin`).
+    #[arg(short = 'i', long = "id", conflicts_with = "name")]
+    id: Option<String>,
+    /// Full client name (`client.admin`).
+    #[arg(short = 'n', long = "name")]
+    name: Option<String>,
+    #[arg(long)]
+    keyring: Option<PathBuf>,
+}
+
+impl ConnArgs {
+    fn client_name(&self) -> String {
+        match (&self.name, &self.id) {
+            (Some(n), _) => n.clone(),
+            (None, Some(id)) => format!("client.{id}"),
+            (None, None) => "client.admin".into(),
+        }
+    }
+
+    async fn connect(&self) -> anyhow::Result<LibradosCluster> {
+        let name = self.client_name();
+        let mut cfg = rbd_relay::ceph_conf::connect_config(&self.cluster, &name, self.conf.clone());
+        cfg.keyring = self.keyring.clone();
+        LibradosCluster::connect(cfg)
+            .await
+            .with_context(|| format!("connecting to cluster {} as {name}", self.cluster))
+    }
+}
+
+#[derive(clap::Args)]
+struct PromoteCmd {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Wait until this copy has replayed everything up to the peer's demotion (the only
+    /// mode: required, so the command says what it does).
+    #[arg(long, required = true)]
+    wait_caught_up: bool,
+    /// POOL/IMAGE
+    spec: String,
+    /// Seconds to wait for the copy to catch up before giving the peer its role back.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+    /// With the peer unreachable: promote by force, losing what was not replayed yet.
+    #[arg(long)]
+    force: bool,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -108,12 +172,62 @@ async fn tool(command: Command) -> anyhow::Result<()> {
             admin_socket,
             format,
         } => status(admin_socket, &format).await,
+        Command::Promote(cmd) => promote(cmd).await,
         Command::Probe {
             conf,
             name,
             watch_secs,
         } => probe(conf, name, Duration::from_secs(watch_secs)).await,
     }
+}
+
+async fn promote(cmd: PromoteCmd) -> anyhow::Result<()> {
+    use rbd_relay::promote::{PromoteArgs, Promoted};
+    let Some((pool, image)) = cmd.spec.split_once('/') else {
+        anyhow::bail!("expected POOL/IMAGE, got '{}'", cmd.spec);
+    };
+    let local = cmd.conn.connect().await?;
+    let args = PromoteArgs {
+        pool: pool.into(),
+        image: image.into(),
+        timeout: Duration::from_secs(cmd.timeout),
+        force: cmd.force,
+    };
+    let _ = cmd.wait_caught_up;
+    match rbd_relay::promote::promote(&local, &args).await {
+        Ok(Promoted::CaughtUp {
+            demoted_peer,
+            waited,
+        }) => {
+            let how = if demoted_peer {
+                "demoted the peer, "
+            } else {
+                ""
+            };
+            println!(
+                "{}: {how}caught up with the demotion in {:.1} s, promoted",
+                cmd.spec,
+                waited.as_secs_f64()
+            );
+        }
+        Ok(Promoted::AlreadyPrimary) => {
+            println!(
+                "{}: already primary here, and the peer is not: nothing to do",
+                cmd.spec
+            );
+        }
+        Ok(Promoted::Forced { peer }) => println!(
+            "{}: promoted by force with {peer} unreachable: the writes {peer} acknowledged \
+             after this copy's last replayed entry are not here; once {peer} is back, demote \
+             and resync its image there (`rbd mirror image resync`)",
+            cmd.spec
+        ),
+        Err(e) => {
+            eprintln!("rbd-relay promote {}: {e}", cmd.spec);
+            std::process::exit(e.exit_code());
+        }
+    }
+    Ok(())
 }
 
 async fn status(asok: PathBuf, format: &str) -> anyhow::Result<()> {

@@ -204,6 +204,21 @@ impl TagData {
     }
 }
 
+/// For tests: an epoch owned by `owner` whose predecessor is `pred_owner`'s tag `pred_tid`
+/// (committed, entry 7).
+#[cfg(test)]
+pub fn test_tag(owner: &str, pred_owner: &str, pred_tid: u64) -> TagData {
+    TagData {
+        mirror_uuid: owner.into(),
+        predecessor: TagPredecessor {
+            mirror_uuid: pred_owner.into(),
+            commit_valid: true,
+            tag_tid: pred_tid,
+            entry_tid: 7,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -227,7 +227,7 @@ fn decode(object: &str, source: DecodeError) -> JournalError {
 
 /// Tells watchers of the header that it changed (an empty payload, like the journal library).
 /// A watcher that does not ack delays us by the timeout but loses nothing: it re-reads.
-async fn notify<I: IoCtx>(io: &I, header: &str) {
+pub(crate) async fn notify<I: IoCtx>(io: &I, header: &str) {
     if let Err(e) = io.notify(header, Bytes::new(), NOTIFY_TIMEOUT).await {
         tracing::warn!(%e, "journal header notify failed");
     }

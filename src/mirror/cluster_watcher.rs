@@ -22,12 +22,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::peer::{PeerSite, parse_peer_attributes, peer_attributes_key};
+use super::peer::{PeerSite, pool_peers};
 use super::pool_replayer::{self, PoolReplayerArgs};
 use super::{Connector, Env};
 use crate::cls::{self, ClsError};
 use crate::format::Decode;
-use crate::format::mirror::{MIRRORING_OBJECT, MirrorMode, MirrorPeerDirection};
+use crate::format::mirror::{MIRRORING_OBJECT, MirrorMode};
 use crate::format::notify::MirroringNotify;
 use crate::metrics::{self, Source};
 use crate::rados::{AckMode, IoCtx, Rados, WatchEvent};
@@ -155,24 +155,7 @@ impl<R: Rados, C: Connector<Rados = R>> ClusterWatcher<R, C> {
         if !mode.is_enabled() {
             return Ok(None);
         }
-        let mut peers = Vec::new();
-        for p in cls::mirror::peer_list(&io).await? {
-            if p.direction == MirrorPeerDirection::Tx {
-                continue; // we only send to it: its own daemon pulls
-            }
-            let key = peer_attributes_key(pool_id, &p.uuid);
-            let (mon_host, key) = match self.env.local.config_key_get(&key).await {
-                Ok(json) => parse_peer_attributes(&json),
-                Err(_) => (None, None),
-            };
-            peers.push(PeerSite {
-                uuid: p.uuid,
-                site_name: p.site_name,
-                client_name: p.client_name,
-                mon_host,
-                key,
-            });
-        }
+        let peers = pool_peers(&self.env.local, pool_id, &io).await?;
         let site_name = match self.env.local.config_key_get(SITE_NAME_KEY).await {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(_) => self.env.local.fsid(),

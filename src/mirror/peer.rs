@@ -5,6 +5,8 @@
 
 use async_trait::async_trait;
 
+use crate::cls::{self, ClsError};
+use crate::format::mirror::MirrorPeerDirection;
 use crate::rados::librados::CephKey;
 use crate::rados::{Rados, RadosResult};
 
@@ -42,6 +44,36 @@ impl std::hash::Hash for KeyRef {
 pub trait Connector: Send + Sync + 'static {
     type Rados: Rados;
     async fn connect(&self, peer: &PeerSite) -> RadosResult<Self::Rados>;
+}
+
+/// The peers of local pool `pool_id` (`io`) that this site pulls from (rx-only and rx-tx
+/// entries; a tx-only peer pulls by itself), with the mon host and key stored for each.
+pub async fn pool_peers<R: Rados>(
+    local: &R,
+    pool_id: i64,
+    io: &R::IoCtx,
+) -> Result<Vec<PeerSite>, ClsError> {
+    let mut peers = Vec::new();
+    for p in cls::mirror::peer_list(io).await? {
+        if p.direction == MirrorPeerDirection::Tx {
+            continue;
+        }
+        let (mon_host, key) = match local
+            .config_key_get(&peer_attributes_key(pool_id, &p.uuid))
+            .await
+        {
+            Ok(json) => parse_peer_attributes(&json),
+            Err(_) => (None, None),
+        };
+        peers.push(PeerSite {
+            uuid: p.uuid,
+            site_name: p.site_name,
+            client_name: p.client_name,
+            mon_host,
+            key,
+        });
+    }
+    Ok(peers)
 }
 
 /// The config-key entry librbd writes for a peer: `{"mon_host": "...", "key": "..."}`.

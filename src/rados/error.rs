@@ -113,6 +113,9 @@ pub enum RadosOp {
     List,
     ConfigKey,
     Blocklist,
+    /// librbd's `rbd_mirror_image_demote` / `_promote` (the promotion helper).
+    MirrorDemote,
+    MirrorPromote,
 }
 
 impl RadosOp {
@@ -135,6 +138,8 @@ impl RadosOp {
             RadosOp::List => "list",
             RadosOp::ConfigKey => "config_key",
             RadosOp::Blocklist => "blocklist",
+            RadosOp::MirrorDemote => "mirror_demote",
+            RadosOp::MirrorPromote => "mirror_promote",
         }
     }
 }

@@ -422,22 +422,10 @@ pub async fn image_client<I: IoCtx>(io: &I, image_id: &str) -> Result<(u64, bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::client_data::TagPredecessor;
+    use crate::format::client_data::test_tag as tag;
 
     const US: &str = "uuid-a";
     const THEM: &str = "uuid-b";
-
-    fn tag(owner: &str, pred_owner: &str, pred_tid: u64) -> TagData {
-        TagData {
-            mirror_uuid: owner.into(),
-            predecessor: TagPredecessor {
-                mirror_uuid: pred_owner.into(),
-                commit_valid: true,
-                tag_tid: pred_tid,
-                entry_tid: 7,
-            },
-        }
-    }
 
     /// We (site-a) were primary in our tag 3 and demoted: our newest tag is an orphan
     /// whose predecessor is our own epoch 3.

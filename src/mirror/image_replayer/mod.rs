@@ -51,6 +51,9 @@ use crate::metrics::ImageMetrics;
 use crate::rados::{Fence, IoCtx, Rados};
 use crate::rbd::{self, Image, LockState, RbdError};
 
+pub use bootstrap::newest_tag;
+pub use replay::mirrored_tag;
+
 use bootstrap::Boot;
 use replay::{Applied, Replay};
 use wake::{ResyncWatch, Wakers};

@@ -263,22 +263,7 @@ impl Replay {
             position: format!("remote tag {tag_tid}"),
             reason: e.to_string(),
         })?;
-        let translate = |uuid: &str| {
-            if uuid == LOCAL_MIRROR_UUID {
-                ctx.remote_uuid.clone()
-            } else if uuid == ctx.local_uuid {
-                LOCAL_MIRROR_UUID.to_string()
-            } else {
-                uuid.to_string()
-            }
-        };
-        let local = TagData {
-            mirror_uuid: translate(&data.mirror_uuid),
-            predecessor: TagPredecessor {
-                mirror_uuid: translate(&data.predecessor.mirror_uuid),
-                ..data.predecessor
-            },
-        };
+        let local = mirrored_tag(data, &ctx.local_uuid, &ctx.remote_uuid);
         let header = header_oid(image.id());
         let io = image.io();
         // After a restart the newest local tag may already be this one.
@@ -290,7 +275,33 @@ impl Replay {
             }
         }
         cls_journal::allocate_tag(io, &header, self.local_tag_class, local.to_bytes()).await?;
+        // As the journal library does after a new tag: `rbd-relay promote` waits for this.
+        // Off the replay path: a dead watcher (a killed daemon or promote) would hold each
+        // epoch change up to the notify timeout.
+        let io = io.clone();
+        tokio::spawn(async move { crate::journal::writer::notify(&io, &header).await });
         Ok(local.is_orphan())
+    }
+}
+
+/// A remote epoch's tag as the local journal records it: "this site" (`""`) there is the
+/// remote's mirror uuid here, and our own mirror uuid there is `""` here.
+pub fn mirrored_tag(remote: TagData, local_uuid: &str, remote_uuid: &str) -> TagData {
+    let translate = |uuid: String| {
+        if uuid == LOCAL_MIRROR_UUID {
+            remote_uuid.to_string()
+        } else if uuid == local_uuid {
+            LOCAL_MIRROR_UUID.to_string()
+        } else {
+            uuid
+        }
+    };
+    TagData {
+        mirror_uuid: translate(remote.mirror_uuid),
+        predecessor: TagPredecessor {
+            mirror_uuid: translate(remote.predecessor.mirror_uuid),
+            ..remote.predecessor
+        },
     }
 }
 

@@ -1,5 +1,6 @@
 //! Every `unsafe` line of the librados backend: handles, compound ops over librados' aio
-//! API, the completion → `oneshot` bridge, and the watch callbacks.
+//! API, the completion → `oneshot` bridge, the watch callbacks, and the few librbd calls
+//! that must go through librbd itself (mirror demote / promote).
 //!
 //! Memory rules, from librados' C API (Pacific):
 //! - op *inputs* (data, omap maps, cls input) are copied into bufferlists when a step is
@@ -119,6 +120,21 @@ unsafe extern "C" {
     ) -> c_int;
     fn rados_service_update_status(cluster: rados_t, status_dict: *const c_char) -> c_int;
     fn rados_getaddrs(cluster: rados_t, addrs: *mut *mut c_char) -> c_int;
+}
+
+// librbd, for what only librbd can do cooperatively: demoting or promoting an image while
+// another librbd client holds its exclusive lock (it asks the holder to hand the lock over).
+#[link(name = "rbd")]
+unsafe extern "C" {
+    fn rbd_open_by_id(
+        io: rados_ioctx_t,
+        id: *const c_char,
+        image: *mut *mut c_void,
+        snap_name: *const c_char,
+    ) -> c_int;
+    fn rbd_close(image: *mut c_void) -> c_int;
+    fn rbd_mirror_image_demote(image: *mut c_void) -> c_int;
+    fn rbd_mirror_image_promote(image: *mut c_void, force: bool) -> c_int;
 }
 
 mod ops;
@@ -582,6 +598,32 @@ impl RawIoCtx {
         // SAFETY: closed exactly once.
         unsafe { rados_nobjects_list_close(ctx) };
         result
+    }
+
+    /// Blocking: opens image `image_id` with librbd, demotes it (`promote: None`) or
+    /// promotes it (`Some(force)`), and closes it. librbd acquires the image's exclusive
+    /// lock for this, asking a live holder to release it, so it may take seconds.
+    pub(super) fn mirror_image_set_primary(
+        &self,
+        image_id: &str,
+        promote: Option<bool>,
+    ) -> Result<(), Errno> {
+        let id = cstr(image_id)?;
+        let mut image: *mut c_void = ptr::null_mut();
+        // SAFETY: live ioctx (librbd duplicates it for the image); `id` outlives the call;
+        // a null snapshot name opens the head; valid out-pointer.
+        check(unsafe { rbd_open_by_id(self.io, id.as_ptr(), &mut image, ptr::null()) })?;
+        // SAFETY: `image` was opened above and is closed exactly once below.
+        let ret = unsafe {
+            match promote {
+                None => rbd_mirror_image_demote(image),
+                Some(force) => rbd_mirror_image_promote(image, force),
+            }
+        };
+        // SAFETY: as above; nothing uses `image` afterwards.
+        let closed = unsafe { rbd_close(image) };
+        check(ret)?;
+        check(closed).map(drop)
     }
 
     /// Acks a notify; a non-blocking submission.

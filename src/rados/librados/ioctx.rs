@@ -167,6 +167,35 @@ impl LibradosIoCtx {
         }
     }
 
+    /// `rbd mirror image demote` on image `image_id`, through librbd (so a live librbd
+    /// writer hands its exclusive lock over instead of being fenced); on the blocking pool.
+    pub async fn mirror_image_demote(&self, image_id: &str) -> RadosResult<()> {
+        self.mirror_image_set_primary(RadosOp::MirrorDemote, image_id, None)
+            .await
+    }
+
+    /// `rbd mirror image promote [--force]` on image `image_id`, through librbd (which
+    /// refuses a non-forced promotion unless the image is demoted: its journal's newest tag
+    /// is an orphan); on the blocking pool.
+    pub async fn mirror_image_promote(&self, image_id: &str, force: bool) -> RadosResult<()> {
+        self.mirror_image_set_primary(RadosOp::MirrorPromote, image_id, Some(force))
+            .await
+    }
+
+    async fn mirror_image_set_primary(
+        &self,
+        op: RadosOp,
+        image_id: &str,
+        promote: Option<bool>,
+    ) -> RadosResult<()> {
+        let err = self.err(op, image_id);
+        let io = self.head().map_err(&err)?;
+        let id = image_id.to_string();
+        blocking(move || io.mirror_image_set_primary(&id, promote))
+            .await
+            .map_err(err)
+    }
+
     fn err(&self, op: RadosOp, object: &str) -> impl Fn(Errno) -> RadosError {
         let object = object.to_string();
         move |errno| RadosError::new(op, object.clone(), errno)
