@@ -349,7 +349,7 @@ impl<I: IoCtx> Writer<I> {
 /// breaking a dead holder's lock, as librbd does.
 async fn acquire<I: IoCtx>(fence: &dyn Fence, image: &mut Image<I>) -> Result<(), RbdError> {
     loop {
-        match rbd::fencing::acquire(fence, image).await {
+        match rbd::fencing::acquire(fence, None, image).await {
             Err(RbdError::LockBusy { .. }) => {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await
             }

@@ -95,6 +95,7 @@ async fn run<R: Rados, C: Connector<Rados = R>>(
         local_io,
         remote_io,
         remote_fence: Arc::new(remote.clone()),
+        remote_addr: remote.client_addr(),
         local_uuid,
         remote_uuid,
     });

@@ -21,10 +21,25 @@ use crate::rados::{Fence, IoCtx};
 /// 0 means the cluster default of one hour).
 const BLOCKLIST_FOR: Duration = Duration::from_secs(3600);
 
+/// A lock description naming the holder's client on a peer cluster: a replayer writes
+/// to the peer too (its journal commit position), so a dead holder is fenced there as well.
+/// Otherwise a frozen old replayer could, on waking, store a commit position past entries
+/// its successor has not re-applied yet, and a crash of the successor would skip them.
+pub fn peer_client_description(peer_addr: &str) -> String {
+    format!("{PEER_CLIENT}{peer_addr}")
+}
+
+const PEER_CLIENT: &str = "rbd-relay peer client ";
+
 /// Acquires the lock, breaking a dead holder's lock first. `LockBusy` when the holder lives.
 /// librbd does the same before it takes a lock (its `BreakRequest`), so this serves both
-/// our local replicas and the primaries we lock briefly for a sync point.
-pub async fn acquire<I: IoCtx>(fence: &dyn Fence, image: &mut Image<I>) -> Result<(), RbdError> {
+/// our local replicas and the primaries we lock briefly for a sync point. `peer`: where a
+/// dead holder's peer client (see [`peer_client_description`]) is blocklisted too.
+pub async fn acquire<I: IoCtx>(
+    fence: &dyn Fence,
+    peer: Option<&dyn Fence>,
+    image: &mut Image<I>,
+) -> Result<(), RbdError> {
     match image.acquire_lock().await {
         Err(RbdError::LockBusy { .. }) => {}
         other => return other,
@@ -55,6 +70,11 @@ pub async fn acquire<I: IoCtx>(fence: &dyn Fence, image: &mut Image<I>) -> Resul
             tracing::warn!(image = %image.name(), holder = %locker.locker.num, %addr,
                 "breaking the lock of a dead holder (blocklisting it first)");
             fence.fence(&addr, BLOCKLIST_FOR).await?;
+        }
+        if let (Some(peer), Some(addr)) = (peer, holder.description.strip_prefix(PEER_CLIENT)) {
+            tracing::warn!(image = %image.name(), holder = %locker.locker.num, peer_addr = %addr,
+                "fencing the dead holder's peer client too");
+            peer.fence(addr, BLOCKLIST_FOR).await?;
         }
         match cls::lock::break_lock(&io, &header, RBD_LOCK_NAME, locker.locker, &locker.cookie)
             .await

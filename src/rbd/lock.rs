@@ -130,6 +130,9 @@ impl Shared {
 #[derive(Default)]
 pub(super) struct ExclusiveLock {
     held: Option<Held>,
+    /// Stored with the lock (cls_lock's description, which librbd leaves empty): who else
+    /// a holder that dies must be fenced from, see [`super::fencing`].
+    description: String,
 }
 
 struct Held {
@@ -147,6 +150,11 @@ struct Held {
 }
 
 impl<I: IoCtx> Image<I> {
+    /// What the next lock acquisition records as its description.
+    pub fn describe_lock(&mut self, description: String) {
+        self.lock.description = description;
+    }
+
     /// Takes the exclusive lock (idempotent while held). `LockBusy` when another client
     /// holds it; librbd clients of a non-primary image never do for long (they fail with
     /// EROFS), so the caller retries later.
@@ -164,7 +172,7 @@ impl<I: IoCtx> Image<I> {
             lock_type: LockType::Exclusive,
             cookie: lock_cookie.clone(),
             tag: RBD_LOCK_TAG.into(),
-            description: String::new(),
+            description: self.lock.description.clone(),
             duration: Default::default(),
             flags: 0,
         };

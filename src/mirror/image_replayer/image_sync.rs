@@ -297,7 +297,7 @@ async fn journaled_snap_op<I: IoCtx>(
 async fn take_lock<I: IoCtx>(fence: &dyn Fence, image: &mut Image<I>) -> Result<(), ReplayError> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
-        match fencing::acquire(fence, image).await {
+        match fencing::acquire(fence, None, image).await {
             Ok(()) => return Ok(()),
             Err(RbdError::LockBusy { .. }) if Instant::now() < deadline => {
                 let request = HeaderNotify::RequestLock {

@@ -66,8 +66,11 @@ pub struct PoolCtx<I> {
     pub peer: String,
     pub local_io: I,
     pub remote_io: I,
-    /// Breaks a dead client's lock on a primary (a killed daemon's sync-point lock).
+    /// Breaks a dead client's lock on a primary (a killed daemon's sync-point lock), and
+    /// fences a dead predecessor's client there.
     pub remote_fence: Arc<dyn Fence>,
+    /// Our client's address on the remote cluster (recorded with the local lock).
+    pub remote_addr: String,
     pub local_uuid: String,
     pub remote_uuid: String,
 }
@@ -401,7 +404,13 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
             local_tag_class,
         } = ready;
         self.view.name = local.name().to_string();
-        rbd::fencing::acquire(&self.env.local, &mut local).await?;
+        local.describe_lock(rbd::fencing::peer_client_description(&self.ctx.remote_addr));
+        rbd::fencing::acquire(
+            &self.env.local,
+            Some(self.ctx.remote_fence.as_ref()),
+            &mut local,
+        )
+        .await?;
         // A promotion takes this lock: holding it, we see the owner it left for good.
         if bootstrap::newest_tag(local.io(), &header_oid(local.id()))
             .await?
