@@ -145,8 +145,7 @@ pub async fn bootstrap<I: IoCtx>(
             let image = create_local(ctx, global_id, remote_image_id).await?;
             let tag_class = image_client(&ctx.local_io, image.id()).await?.0;
             let meta = syncing(image.id());
-            let data = ClientData::MirrorPeer(meta.clone()).to_bytes();
-            register(ctx, &remote_header, exists, data).await?;
+            register(ctx, &remote_header, exists, &meta).await?;
             return Ok(ready(image, meta, tag_class));
         }
     };
@@ -169,8 +168,7 @@ pub async fn bootstrap<I: IoCtx>(
         // A linked copy with no record of how far it got: copy it again.
         None => {
             let meta = syncing(local.image.id());
-            let data = ClientData::MirrorPeer(meta.clone()).to_bytes();
-            register(ctx, &remote_header, exists, data).await?;
+            register(ctx, &remote_header, exists, &meta).await?;
             meta
         }
     };
@@ -187,10 +185,7 @@ pub async fn bootstrap<I: IoCtx>(
         .await?;
         let mut decoded = Vec::with_capacity(tags.len());
         for t in tags {
-            let data = TagData::from_bytes(t.data).map_err(|e| ReplayError::Corrupt {
-                position: format!("{remote_header} tag {}", t.tid),
-                reason: e.to_string(),
-            })?;
+            let data = decode_tag(t.data, format!("{remote_header} tag {}", t.tid))?;
             decoded.push((t.tid, data));
         }
         if !chained_promotion(&local.tag, &decoded, &ctx.local_uuid, &ctx.remote_uuid) {
@@ -205,8 +200,7 @@ pub async fn bootstrap<I: IoCtx>(
                 && cls_journal::get_minimum_set(&ctx.remote_io, &remote_header).await? == 0)
         {
             meta.state = MirrorPeerState::Syncing;
-            let data = ClientData::MirrorPeer(meta.clone()).to_bytes();
-            register(ctx, &remote_header, true, data).await?;
+            register(ctx, &remote_header, true, &meta).await?;
         }
         tracing::info!(pool = %ctx.pool, %global_id, "remote promotion follows our demotion: replaying it");
     }
@@ -228,7 +222,7 @@ async fn register_early<I: IoCtx>(
     }
     let mut meta = syncing(local.image.id());
     meta.state = MirrorPeerState::Replaying;
-    register(ctx, header, false, ClientData::MirrorPeer(meta).to_bytes()).await?;
+    register(ctx, header, false, &meta).await?;
     Ok((get_client(ctx, header).await?, true))
 }
 
@@ -274,13 +268,15 @@ fn syncing(local_image_id: &str) -> MirrorPeerClientMeta {
     }
 }
 
-/// Registers our client on the remote journal, or replaces its data if it is registered.
+/// Registers our client on the remote journal with `meta`, or replaces its data if it is
+/// registered.
 async fn register<I: IoCtx>(
     ctx: &PoolCtx<I>,
     header: &str,
     exists: bool,
-    data: bytes::Bytes,
+    meta: &MirrorPeerClientMeta,
 ) -> Result<(), ClsError> {
+    let data = ClientData::MirrorPeer(meta.clone()).to_bytes();
     if exists {
         cls_journal::client_update_data(&ctx.remote_io, header, &ctx.local_uuid, data).await
     } else {
@@ -400,8 +396,13 @@ pub async fn newest_tag<I: IoCtx>(io: &I, header: &str) -> Result<TagData, Repla
         return Ok(TagData::default());
     };
     let tag = cls_journal::get_tag(io, header, tid).await?;
-    TagData::from_bytes(tag.data).map_err(|e| ReplayError::Corrupt {
-        position: format!("{header} tag {tid}"),
+    decode_tag(tag.data, format!("{header} tag {tid}"))
+}
+
+/// A tag's data; undecodable bytes fail the image, naming where they are.
+pub(super) fn decode_tag(data: bytes::Bytes, position: String) -> Result<TagData, ReplayError> {
+    TagData::from_bytes(data).map_err(|e| ReplayError::Corrupt {
+        position,
         reason: e.to_string(),
     })
 }

@@ -258,9 +258,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
         let mut wakers: Option<Wakers<R::IoCtx>> = None;
         loop {
             if self.control.is_held() {
-                if let Some(w) = wakers.take() {
-                    w.disarm().await;
-                }
+                wake::disarm(&mut wakers).await;
                 self.set_state(ReplayState::Stopped, "stopped by an operator")
                     .await;
                 if !self.control.released(&cancel).await {
@@ -278,9 +276,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
             let park = match self.cycle(&cycle, &mut wakers, &mut replayed).await {
                 Ok(Stopped::Cancelled) if cancel.is_cancelled() => break,
                 Ok(Stopped::Cancelled) => {
-                    if let Some(w) = wakers.take() {
-                        w.disarm().await;
-                    }
+                    wake::disarm(&mut wakers).await;
                     continue;
                 }
                 Ok(Stopped::Parked { watch_remote }) => {
@@ -295,9 +291,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                         "image replay interrupted; retrying");
                     self.set_state(ReplayState::StartingReplay, &format!("retrying: {e}"))
                         .await;
-                    if let Some(w) = wakers.take() {
-                        w.disarm().await;
-                    }
+                    wake::disarm(&mut wakers).await;
                     tokio::select! {
                         _ = cycle.cancelled() => {}
                         _ = tokio::time::sleep(backoff.next_delay()) => {}
@@ -350,9 +344,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
             }
             wakers = Some(self.arm(watch_remote).await);
         }
-        if let Some(w) = wakers.take() {
-            w.disarm().await;
-        }
+        wake::disarm(&mut wakers).await;
         self.set_state(ReplayState::Stopped, "stopped").await;
         self.env.registry.remove(&self.key);
     }
@@ -395,9 +387,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
         };
         self.metrics.split_brain(false);
         *replayed = true;
-        if let Some(w) = wakers.take() {
-            w.disarm().await;
-        }
+        wake::disarm(wakers).await;
         let bootstrap::Ready {
             mut local,
             mut meta,

@@ -259,10 +259,7 @@ impl Replay {
     ) -> Result<bool, ReplayError> {
         let remote =
             cls_journal::get_tag(&ctx.remote_io, &header_oid(remote_journal), tag_tid).await?;
-        let data = TagData::from_bytes(remote.data).map_err(|e| ReplayError::Corrupt {
-            position: format!("remote tag {tag_tid}"),
-            reason: e.to_string(),
-        })?;
+        let data = super::bootstrap::decode_tag(remote.data, format!("remote tag {tag_tid}"))?;
         let local = mirrored_tag(data, &ctx.local_uuid, &ctx.remote_uuid);
         let header = header_oid(image.id());
         let io = image.io();

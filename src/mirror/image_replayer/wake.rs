@@ -62,6 +62,13 @@ impl<I: IoCtx> Wakers<I> {
     }
 }
 
+/// Disarms whatever is armed (nothing, outside a parked wait).
+pub async fn disarm<I: IoCtx>(wakers: &mut Option<Wakers<I>>) {
+    if let Some(w) = wakers.take() {
+        w.disarm().await;
+    }
+}
+
 /// Watches the local image's journal while replaying, for `rbd mirror image resync`
 /// (librbd records the request in its client's data and notifies the header).
 pub struct ResyncWatch<I> {
