@@ -52,14 +52,15 @@ PROFILE_TEXT = {
                "--rbd-mirror-journal-poll-age 0.05; rbd-relay unchanged (event driven)",
 }
 
-# Full and --quick sizes.
+# Full and --quick sizes. catch_up_limit (s) bounds each wait for a replicator to catch up: a
+# stalled replicator fails its own scenario and the run goes on (CI once waited an hour on one).
 SIZES = {
     False: dict(lag_samples=50, live_writes=20000, drain_writes=50000, seq_bytes=GIB,
-                idle_images=100, idle_seconds=60, sync_size=GIB, ceiling_writes=50000,
-                image_size=GIB),
+                idle_images=100, idle_seconds=60, idle_settle=30, sync_size=GIB, ceiling_writes=50000,
+                image_size=GIB, catch_up_limit=1800),
     True: dict(lag_samples=5, live_writes=1000, drain_writes=2000, seq_bytes=64 * MIB,
-               idle_images=3, idle_seconds=5, sync_size=64 * MIB, ceiling_writes=2000,
-               image_size=256 * MIB),
+               idle_images=3, idle_seconds=5, idle_settle=5, sync_size=64 * MIB, ceiling_writes=2000,
+               image_size=256 * MIB, catch_up_limit=180),
 }
 
 
@@ -83,6 +84,32 @@ def run(cmd, env=None, check=True):
     return out
 
 
+# librados pings each watch once per objecter_tick_interval (5 s); the OSD counts each ping
+# as an op_r (measured on the lab: 100 watches of an otherwise idle client, 20.0 op_r/s).
+PING_PERIOD = 5.0
+
+
+def traced_ops(log, start, end, fsid):
+    """Ops rbd-relay's op trace (RUST_LOG=rbd_relay::rados::ops=trace) shows sent to the cluster
+    FSID between START and END; watch checks are local calls, not ops on the OSD. A window
+    with no traced op at all (the daemon talks to site-b every second) means the trace was
+    not read: an error, never a zero."""
+    n = traced = 0
+    with open(log, errors="replace") as f:
+        for line in f:
+            m = re.match(r'(\S+Z) TRACE rbd_relay::rados::ops: fsid="?([^"\s]*)"? op=(\w+)', line)
+            if not m:
+                continue
+            at = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00"))
+            if not start <= at < end:
+                continue
+            traced += 1
+            n += m.group(2) == fsid and m.group(3) != "WatchCheck"
+    if traced == 0:
+        raise RuntimeError(f"{log}: no op trace between {start} and {end}")
+    return n
+
+
 def percentile(values, p):
     """Nearest-rank percentile."""
     s = sorted(values)
@@ -93,11 +120,12 @@ def percentile(values, p):
 class Replicator:
     """scripts/replicator for one system and profile."""
 
-    def __init__(self, system, profile):
-        self.system, self.args = system, PROFILES[profile][system]
+    def __init__(self, system, profile, env=None):
+        self.system, self.args, self.env = system, PROFILES[profile][system], env
 
     def start(self):
-        out = run([os.path.join(HERE, "replicator"), "start", self.system, *self.args], check=False)
+        out = run([os.path.join(HERE, "replicator"), "start", self.system, *self.args], env=self.env,
+                  check=False)
         if out.returncode == 3:
             raise Unavailable(out.stdout.strip() or out.stderr.strip())
         if out.returncode != 0:
@@ -198,6 +226,17 @@ class Lab:
         sock = os.path.join(self.dir, site, "run", "osd.0.asok")
         perf = json.loads(run(["ceph", "--admin-daemon", sock, "perf", "dump"]).stdout)["osd"]
         return perf["op_r"], perf["op_w"]
+
+    def fsid(self, site):
+        return self.conns[next(k for k in self.conns if k[0] == site)][0].get_fsid()
+
+    def watchers(self, site):
+        """The watches on the site's OSD, as {client global id: count}."""
+        sock = os.path.join(self.dir, site, "run", "osd.0.asok")
+        counts = {}
+        for w in json.loads(run(["ceph", "--admin-daemon", sock, "dump_watchers"]).stdout):
+            counts[w["entity_name"]["num"]] = counts.get(w["entity_name"]["num"], 0) + 1
+        return counts
 
     def replaying(self, prefix):
         """Names (with PREFIX) that site-b's mirror status shows replaying."""
@@ -326,9 +365,11 @@ class Bench:
             # After the writes and a flush (a barrier in the journal): visible ⇒ all applied.
             marker_at = 4096
             data = mark(w, marker_at, scenario)
-            rep.start()
+            # From the start command on: a daemon that replays while it starts up is not
+            # credited with a shorter drain.
             t0 = time.monotonic()
-            seen = wait_visible(r, marker_at, data, 3600, 0.005)
+            rep.start()
+            seen = wait_visible(r, marker_at, data, self.q["catch_up_limit"], 0.005)
             cpu, rss, hwm = rep.stats()
             w.close()
             r.close()
@@ -371,7 +412,7 @@ class Bench:
             t_end = time.monotonic()
             w = lab.writer(name, profile)
             data = mark(w, 4096, "live")
-            seen = wait_visible(r, 4096, data, 3600, 0.005)
+            seen = wait_visible(r, 4096, data, self.q["catch_up_limit"], 0.005)
             cpu1, rss, hwm = rep.stats()
             w.close()
             r.close()
@@ -401,7 +442,9 @@ class Bench:
     def idle(self, system, profile):
         lab = self.lab
         prefix, names = self.idle_images()
-        rep = Replicator(system, profile)
+        # rbd-relay traces every op it sends, naming the client: its own count per cluster.
+        rep = Replicator(system, profile, {"RUST_LOG": "info,rbd_relay::rados::ops=trace"}
+                         if system == "rbd-relay" else None)
         rep.start()
         try:
             t0 = time.monotonic()
@@ -411,12 +454,13 @@ class Bench:
                 time.sleep(0.5)
                 up = lab.replaying(prefix)
             startup = time.monotonic() - t0 if len(up) == len(names) else None
-            time.sleep(5)
+            time.sleep(self.q["idle_settle"])
+            watchers = {site: lab.watchers(site) for site in ("site-a", "site-b")}
             a0, b0, c0 = lab.osd_ops("site-a"), lab.osd_ops("site-b"), rep.stats()
-            t1 = time.monotonic()
+            t1, w1 = time.monotonic(), datetime.datetime.now(datetime.timezone.utc)
             time.sleep(self.q["idle_seconds"])
             a1, b1, c1 = lab.osd_ops("site-a"), lab.osd_ops("site-b"), rep.stats()
-            dt = time.monotonic() - t1
+            dt, w2 = time.monotonic() - t1, datetime.datetime.now(datetime.timezone.utc)
         finally:
             rep.stop()
         n = len(names)
@@ -429,14 +473,27 @@ class Bench:
         for k, v in rates.items():
             self.record("idle", system, profile, f"{k}/s", round(v, 1), "ops/s")
             self.record("idle", system, profile, f"{k}/s per image", round(v / n, 2), "ops/s")
+        for site in ("site-a", "site-b"):
+            w = sum(watchers[site].values())
+            self.record("idle", system, profile, f"{site} watches", w)
+            self.record("idle", system, profile, f"{site} reads/s per image beyond keep-alives",
+                        round((rates[f"{site} reads"] - w / PING_PERIOD) / n, 3), "ops/s")
+        sent = None
+        if system == "rbd-relay":
+            sent = traced_ops(os.path.join(lab.dir, "replicator", "rbd-relay.log"), w1, w2,
+                              lab.fsid("site-a"))
+            self.record("idle", system, profile, "ops sent to site-a per image (op trace)",
+                        round(sent / dt / n, 3), "ops/s")
         self.record("idle", system, profile, "CPU", round((c1[0] - c0[0]) / dt * 100, 1), "% of a core")
         self.record("idle", system, profile, "RSS", round(c1[1] / 1024, 1), "MiB")
         self.record("idle", system, profile, "RSS per image", round(c1[1] / n, 1), "KiB")
         self.samples_csv(f"idle-{system}-{profile}.csv",
                          ["images", "replaying", "startup_s", "seconds", "site_a_op_r", "site_a_op_w",
-                          "site_b_op_r", "site_b_op_w", "cpu_seconds", "rss_kib"],
+                          "site_b_op_r", "site_b_op_w", "site_a_watches", "site_b_watches",
+                          "site_a_ops_traced", "cpu_seconds", "rss_kib"],
                          [(n, len(up), startup, round(dt, 2), a1[0] - a0[0], a1[1] - a0[1],
-                           b1[0] - b0[0], b1[1] - b0[1], round(c1[0] - c0[0], 2), c1[1])])
+                           b1[0] - b0[0], b1[1] - b0[1], sum(watchers["site-a"].values()),
+                           sum(watchers["site-b"].values()), sent, round(c1[0] - c0[0], 2), c1[1])])
 
     def sync(self, system, profile):
         lab, size = self.lab, self.q["sync_size"]
@@ -454,10 +511,10 @@ class Bench:
             with rbd.Image(lab.ioctx_a, name) as image:
                 image.mirror_image_enable()
             t0 = time.monotonic()
-            deadline = t0 + 3600
+            limit = self.q["catch_up_limit"]
             while name not in lab.replaying(name):
-                if time.monotonic() > deadline:
-                    raise Timeout(f"{name} not replaying within an hour")
+                if time.monotonic() > t0 + limit:
+                    raise Timeout(f"{name} not replaying within {limit} s")
                 time.sleep(0.2)
             took = time.monotonic() - t0
             cpu, rss, hwm = rep.stats()

@@ -142,6 +142,11 @@ IMAGE = dashboard(
               legend="{{image}}"),
         panel("Entries behind the primary", f"rbd_relay_image_entries_behind{{{SEL}}}",
               legend="{{image}}"),
+        panel("Bytes behind the primary", f"rbd_relay_image_bytes_behind{{{SEL}}}",
+              unit="bytes", legend="{{image}}",
+              description="Journal bytes fetched and not applied, plus closed journal "
+                          "objects not read yet (a lower bound: the active object set "
+                          "counts only once read)."),
         panel("Replay throughput", [
             (f"rate(rbd_relay_image_replayed_bytes_total{{{SEL}}}[{RATE}])",
              "{{image}} bytes/s")], unit="Bps"),
@@ -172,7 +177,7 @@ IMAGE = dashboard(
 
 DAEMON = dashboard(
     "rbd-relay-daemon", "rbd-relay: daemon health",
-    "Watches, probes, RADOS errors, commits and prefetch memory of each daemon.",
+    "Watches, probes, RADOS ops and errors, queues, commits and prefetch memory of each daemon.",
     [],
     [
         panel("Scrape target up", 'up{job="rbd-relay"}', "stat", width=6, height=5,
@@ -190,9 +195,22 @@ DAEMON = dashboard(
             (f"sum by (source) (rate(rbd_relay_watch_errors_total[{RATE}]))", "errors {{source}}"),
             (f"sum by (source) (rate(rbd_relay_rewatches_total[{RATE}]))", "re-watches {{source}}"),
         ]),
+        panel("RADOS ops per second",
+              f"sum by (op) (rate(rbd_relay_rados_ops_total[{RATE}]))",
+              legend="{{op}}"),
         panel("RADOS errors per second",
               f"sum by (op, errno) (rate(rbd_relay_rados_errors_total[{RATE}]))",
               legend="{{op}} {{errno}}"),
+        panel("Queued items", "sum by (queue) (rbd_relay_queue_depth)",
+              legend="{{queue}}",
+              description="Items waiting in the bounded queues, sampled every second: "
+                          "watch (every watch's notification queue together) and "
+                          "pool_events (the cluster watcher's)."),
+        panel("Queue fill",
+              "sum by (queue) (rbd_relay_queue_depth) / sum by (queue) (rbd_relay_queue_capacity)",
+              unit="percentunit", legend="{{queue}}",
+              description="Queued items over slots, per kind of queue. A full watch queue "
+                          "makes notifications late (re-read after Lagged), never lost."),
         panel("Commit position updates per second",
               f"sum(rate(rbd_relay_commit_position_updates_total[{RATE}]))", legend="commits"),
         panel("Prefetch buffers over time", "rbd_relay_prefetch_bytes", unit="bytes",

@@ -37,11 +37,25 @@ export RBD_RELAY_BIN=$PWD/target/debug/rbd-relay
 # The process contract and the admin socket through Ceph's CLIs (before the kill -9s of
 # e2e-check: it expects empty blocklists after its clean stops).
 run scripts/daemon-check
+# Renames, trash moves and restores, removals while the daemon is down, omap hygiene.
+run scripts/image-kinds
+# Hostile bytes (a bad CRC in a journal, an undecodable rbd_mirroring record) fail only
+# their image or pool; no cephx key in logs, admin socket, metrics or status output.
+run scripts/hostile-check
 run scripts/e2e-check rbd-relay 200
 # Failover and failback with the stock rbd CLI, rbd-relay on both sites: planned, forced
 # (split-brain, resync), resync requests, disconnected clients, an outage of site-a.
 run scripts/dr-drill
+# Cluster faults while librbd writes: OSD and mon restarts on both sites, rbd-relay's client
+# blocklisted on each, site-a stopped past the watch timeout; each must resume, be reported
+# in status and metrics, and leave both sites identical.
+run scripts/fault-check
 # The benchmark scripts at reduced sizes, both systems: proves they work (reports, no gates).
 run scripts/bench --quick
+# HA: three daemons on site-b share the images; SIGKILLs, a SIGSTOP freeze, leader release,
+# a rolling restart timed by a probe, a lock audit (see the script). Its timings hold for
+# the release build, which users run.
+run cargo build --release --quiet --bin rbd-relay
+RBD_RELAY_BIN=$PWD/target/release/rbd-relay run scripts/ha-check 5 12
 echo "test.sh: exit status $status"
 exit $status

@@ -58,6 +58,7 @@ class Lib:
             (self.rados, "rados_connect"): (ctypes.c_int, [c_p]),
             (self.rados, "rados_ioctx_create"): (ctypes.c_int, [c_p, ctypes.c_char_p, ctypes.POINTER(c_p)]),
             (self.rados, "rados_ioctx_destroy"): (None, [c_p]),
+            (self.rados, "rados_ioctx_set_namespace"): (None, [c_p, ctypes.c_char_p]),
             (self.rados, "rados_shutdown"): (None, [c_p]),
             (self.rbd, "rbd_open"): (ctypes.c_int, [c_p, ctypes.c_char_p, ctypes.POINTER(c_p), ctypes.c_char_p]),
             (self.rbd, "rbd_close"): (ctypes.c_int, [c_p]),
@@ -102,7 +103,9 @@ class Image:
         for key, value in settings.items():
             lib.call("rados_conf_set", self.cluster, key.encode(), str(value).encode())
         lib.call("rados_connect", self.cluster)
+        pool, namespace = split_pool(pool)
         lib.call("rados_ioctx_create", self.cluster, pool.encode(), ctypes.byref(self.ioctx))
+        lib.call("rados_ioctx_set_namespace", self.ioctx, namespace.encode())
         lib.call("rbd_open", self.ioctx, name.encode(), ctypes.byref(self.image), None)
 
     def close(self):
@@ -272,13 +275,20 @@ class Workload:
 
 
 def existing_state(args):
-    """(snapshot names in id order, protected ones, workload meta keys, highest serial used)."""
+    """(snapshot names in id order, protected ones, workload meta keys, highest serial used).
+
+    A replicator's sync points (`.rbd-mirror.<uuid>.<id>`, there while an image sync runs)
+    are its own: a user protecting or renaming one would break that sync, so they are left out.
+    """
     import rados
     import rbd
     with rados.Rados(conffile=args.conf, conf={"admin_socket": ""}) as cluster:
-        with cluster.open_ioctx(args.pool) as ioctx:
+        pool, namespace = split_pool(args.pool)
+        with cluster.open_ioctx(pool) as ioctx:
+            ioctx.set_namespace(namespace)
             with rbd.Image(ioctx, args.image, read_only=True) as image:
-                snaps = [s["name"] for s in sorted(image.list_snaps(), key=lambda s: s["id"])]
+                snaps = [s["name"] for s in sorted(image.list_snaps(), key=lambda s: s["id"])
+                         if not s["name"].startswith(".rbd-mirror.")]
                 protected = {s for s in snaps if image.is_protected_snap(s)}
                 meta = {k for k, _ in image.metadata_list() if k.startswith("wl.")}
     used = [int(n[1:]) for n in snaps if n[1:].isdigit()]
@@ -286,12 +296,20 @@ def existing_state(args):
     return snaps, protected, meta, max(used, default=0)
 
 
+def split_pool(spec):
+    """`pool` or `pool/namespace`, as the rbd CLI spells them: (pool, namespace)."""
+    pool, _, namespace = spec.partition("/")
+    return pool, namespace
+
+
 def create_image(conf, pool, name, size, settings, mirror):
     """A journaled image (optionally mirror-enabled in journal mode), via python3-rbd."""
     import rados
     import rbd
     with rados.Rados(conffile=conf, conf=settings) as cluster:
+        pool, namespace = split_pool(pool)
         with cluster.open_ioctx(pool) as ioctx:
+            ioctx.set_namespace(namespace)
             features = (rbd.RBD_FEATURE_LAYERING | rbd.RBD_FEATURE_EXCLUSIVE_LOCK
                         | rbd.RBD_FEATURE_JOURNALING)
             rbd.RBD().create(ioctx, name, size, old_format=False, features=features)
@@ -303,7 +321,7 @@ def create_image(conf, pool, name, size, settings, mirror):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--conf", required=True, help="the primary's ceph.conf")
-    ap.add_argument("--pool", default="rbd")
+    ap.add_argument("--pool", default="rbd", help="POOL or POOL/NAMESPACE")
     ap.add_argument("--image", required=True)
     ap.add_argument("--create", metavar="SIZE", help="create the journaled image first (e.g. 64M)")
     ap.add_argument("--no-mirror", action="store_true", help="with --create: do not enable mirroring")

@@ -32,6 +32,7 @@ pub struct Settings {
     pub replay: ReplaySettings,
     pub sync: SyncSettings,
     pub pools: PoolSettings,
+    pub instances: InstanceSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -39,8 +40,12 @@ pub struct Settings {
 pub struct ReplaySettings {
     /// Safety-net probe of an idle journal: first delay after entries arrived…
     pub probe_floor_ms: u64,
-    /// …doubling up to this (upstream's `rbd_mirror_journal_poll_age` is 5 s).
+    /// …doubling up to this (upstream's `rbd_mirror_journal_poll_age` is 5 s); 0: no
+    /// probe at all (notifications only).
     pub probe_ceiling_ms: u64,
+    /// At the ceiling, while the journal watch is confirmed alive, the probe reads only
+    /// this long after the journal was last read (an idle image costs no reads otherwise).
+    pub probe_idle_ms: u64,
     /// Entries read per batch from the remote journal.
     pub batch_entries: usize,
     /// Journal bytes one image may hold between fetch and apply.
@@ -84,11 +89,41 @@ pub struct PoolSettings {
     pub image_state_check_interval_ms: u64,
 }
 
+/// Several daemons per site (see `mirror::instances`): how fast a dead one is found.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InstanceSettings {
+    /// Each instance notifies the others this often; a killed daemon is noticed within
+    /// this plus `ping_timeout_ms` (joins and clean leaves are announced at once).
+    pub ping_interval_ms: u64,
+    /// An instance that does not ack a notify within this is fenced and its images move.
+    /// librados acks by itself, so only a dead or frozen process misses it.
+    pub ping_timeout_ms: u64,
+    /// Every instance reports its images' replay rates this often, and the leader moves
+    /// at most one image per interval to even out the load (0: count-based placement only).
+    pub balance_interval_ms: u64,
+    /// The leader moves an image only when the busiest and idlest instances differ by at
+    /// least this many replayed bytes per second.
+    pub balance_min_gap_bytes: u64,
+}
+
+impl Default for InstanceSettings {
+    fn default() -> Self {
+        InstanceSettings {
+            ping_interval_ms: 1_000,
+            ping_timeout_ms: 2_000,
+            balance_interval_ms: 30_000,
+            balance_min_gap_bytes: 4 << 20,
+        }
+    }
+}
+
 impl Default for ReplaySettings {
     fn default() -> Self {
         ReplaySettings {
             probe_floor_ms: 50,
             probe_ceiling_ms: 5_000,
+            probe_idle_ms: 300_000,
             batch_entries: 512,
             image_prefetch_bytes: 32 << 20,
             total_prefetch_bytes: 1 << 30,
@@ -273,7 +308,9 @@ impl ReplaySettings {
     pub fn follower(&self) -> FollowerConfig {
         FollowerConfig {
             probe_floor: Duration::from_millis(self.probe_floor_ms),
-            probe_ceiling: Some(Duration::from_millis(self.probe_ceiling_ms)),
+            probe_ceiling: (self.probe_ceiling_ms > 0)
+                .then(|| Duration::from_millis(self.probe_ceiling_ms)),
+            probe_idle: Duration::from_millis(self.probe_idle_ms),
             batch_entries: self.batch_entries,
             image_budget_bytes: self.image_prefetch_bytes,
             commit_age: Duration::from_millis(self.commit_age_ms),

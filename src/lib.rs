@@ -8,6 +8,8 @@
 //! - [`format`]: Ceph's binary encodings and the types we read and write; pure.
 //! - [`journal`]: RBD journals at the RADOS level (writer; the follower comes next).
 //! - [`metrics`]: Prometheus metric names, the exporter, one fn per event.
+//! - [`prefix_check`]: `rbd-relay check-prefix`, the copy against the primary's journal
+//!   replayed up to the copy's commit position.
 //! - [`promote`]: `rbd-relay promote --wait-caught-up`, a failover that proves zero loss.
 //! - [`rados`]: the storage seam (async traits) with the `librados` and `memory` backends.
 //! - [`rbd`]: local RBD images at the RADOS level (the non-primary replica we write).
@@ -23,6 +25,7 @@ pub mod format;
 pub mod journal;
 pub mod metrics;
 pub mod mirror;
+pub mod prefix_check;
 pub mod promote;
 pub mod rados;
 pub mod rbd;

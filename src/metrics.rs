@@ -6,7 +6,7 @@
 //! Naming: `rbd_relay_` prefix, base units in the name (`_seconds`, `_bytes`, `_ratio`),
 //! `_total` on counters only. Per-image series carry `pool`, `namespace`, `image` (the image
 //! name; its global id until the bootstrap has read the name). Other labels come from
-//! bounded sets: `state`, `reason` (error codes), `source`, `op`, `errno`.
+//! bounded sets: `state`, `reason` (error codes), `source`, `op`, `errno`, `queue`.
 //!
 //! Cardinality: one series set per mirrored image, held by an [`ImageMetrics`] that its
 //! image replayer owns. The `metrics` crate cannot delete a series, so dropping the guard
@@ -26,7 +26,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metrics::{
@@ -36,13 +36,14 @@ use metrics::{
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::mirror::registry::{ImageKey, ImageView, ReplayState};
-use crate::rados::WatchEvent;
+use crate::rados::{RadosOp, WatchEvent};
 
 pub const BUILD_INFO: &str = "rbd_relay_build_info";
 pub const IMAGE_STATE: &str = "rbd_relay_image_state";
 pub const IMAGE_SPLIT_BRAIN: &str = "rbd_relay_image_split_brain";
 pub const IMAGE_LAG: &str = "rbd_relay_image_replay_lag_seconds";
 pub const IMAGE_ENTRIES_BEHIND: &str = "rbd_relay_image_entries_behind";
+pub const IMAGE_BYTES_BEHIND: &str = "rbd_relay_image_bytes_behind";
 pub const IMAGE_REPLAYED_ENTRIES: &str = "rbd_relay_image_replayed_entries_total";
 pub const IMAGE_REPLAYED_BYTES: &str = "rbd_relay_image_replayed_bytes_total";
 pub const REPLAY_LATENCY: &str = "rbd_relay_replay_latency_seconds";
@@ -55,9 +56,23 @@ pub const NOTIFICATIONS: &str = "rbd_relay_notifications_total";
 pub const TAIL_PROBES: &str = "rbd_relay_tail_probes_total";
 pub const WATCH_ERRORS: &str = "rbd_relay_watch_errors_total";
 pub const REWATCHES: &str = "rbd_relay_rewatches_total";
+pub const RADOS_OPS: &str = "rbd_relay_rados_ops_total";
 pub const RADOS_ERRORS: &str = "rbd_relay_rados_errors_total";
 pub const COMMITS: &str = "rbd_relay_commit_position_updates_total";
 pub const PREFETCH_BYTES: &str = "rbd_relay_prefetch_bytes";
+pub const QUEUE_DEPTH: &str = "rbd_relay_queue_depth";
+pub const QUEUE_CAPACITY: &str = "rbd_relay_queue_capacity";
+pub const INSTANCES: &str = "rbd_relay_instances";
+pub const INSTANCE_LEADER: &str = "rbd_relay_instance_leader";
+pub const INSTANCES_FENCED: &str = "rbd_relay_instances_fenced_total";
+pub const IMAGE_MOVES: &str = "rbd_relay_image_moves_total";
+pub const BALANCE_CHANGES: &str = "rbd_relay_balance_changes_total";
+pub const TAKEOVER: &str = "rbd_relay_image_takeover_seconds";
+pub const POOL_ERRORS: &str = "rbd_relay_pool_errors_total";
+
+/// Take-over buckets (seconds): a clean hand-over is sub-second; the rest is the image's
+/// bootstrap, which a full sync can stretch to minutes.
+const TAKEOVER_BUCKETS: [f64; 10] = [0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0];
 
 /// Replay latency buckets (seconds): notification-driven replay lands in the low
 /// milliseconds; upstream's 5 s poll shows in the 5–10 s buckets.
@@ -71,15 +86,18 @@ const LATENCY_BUCKETS: [f64; 14] = [
 pub enum Source {
     Journal,
     Mirroring,
+    /// A local pool's `rbd_relay_instances` (daemons of this site joining and leaving).
+    Instances,
 }
 
 impl Source {
-    const ALL: [Source; 2] = [Source::Journal, Source::Mirroring];
+    const ALL: [Source; 3] = [Source::Journal, Source::Mirroring, Source::Instances];
 
     fn label(self) -> &'static str {
         match self {
             Source::Journal => "journal",
             Source::Mirroring => "mirroring",
+            Source::Instances => "instances",
         }
     }
 }
@@ -90,7 +108,8 @@ impl Source {
 /// event. The handle renders the same text, for the admin socket.
 pub fn install(addr: Option<SocketAddr>) -> Result<PrometheusHandle, BuildError> {
     let builder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(REPLAY_LATENCY.into()), &LATENCY_BUCKETS)?;
+        .set_buckets_for_metric(Matcher::Full(REPLAY_LATENCY.into()), &LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(TAKEOVER.into()), &TAKEOVER_BUCKETS)?;
     let handle = match addr {
         Some(addr) => {
             let (recorder, exporter) = builder.with_http_listener(addr).build()?;
@@ -123,11 +142,14 @@ pub fn install(addr: Option<SocketAddr>) -> Result<PrometheusHandle, BuildError>
     counter!(TAIL_PROBES).absolute(0);
     counter!(COMMITS).absolute(0);
     gauge!(PREFETCH_BYTES).set(0.0);
+    let _ = RADOS_OP_COUNTS.set(RadosOp::ALL.map(|op| counter!(RADOS_OPS, "op" => op.name())));
+    sample_queues();
     tokio::spawn(async {
-        let mut every = tokio::time::interval(LAG_REFRESH);
+        let mut every = tokio::time::interval(REFRESH);
         loop {
             every.tick().await;
             Lag::refresh_all();
+            sample_queues();
         }
     });
     Ok(handle)
@@ -136,8 +158,9 @@ pub fn install(addr: Option<SocketAddr>) -> Result<PrometheusHandle, BuildError>
 /// How often histograms drop expired samples when no exporter does it (its own default).
 const UPKEEP: Duration = Duration::from_secs(5);
 
-/// How often the lag of images with a batch in flight is raised to that batch's age.
-const LAG_REFRESH: Duration = Duration::from_secs(1);
+/// How often the lag of images with a batch in flight is raised to that batch's age, and
+/// the queues are sampled.
+const REFRESH: Duration = Duration::from_secs(1);
 
 fn describe() {
     describe_gauge!(
@@ -160,7 +183,7 @@ fn describe() {
     describe_gauge!(
         IMAGE_ENTRIES_BEHIND,
         Unit::Count,
-        "Entries the primary committed that are not applied here (same epoch), refreshed with the status; 0 when caught up"
+        "Entries the primary committed that are not applied here, across journal epochs, refreshed with the status; 0 when caught up"
     );
     describe_counter!(
         IMAGE_REPLAYED_ENTRIES,
@@ -218,6 +241,11 @@ fn describe() {
         "Watches re-established after an error, by watched object kind"
     );
     describe_counter!(
+        RADOS_OPS,
+        Unit::Count,
+        "RADOS calls issued by kind, on both backends (a compound op counts once)"
+    );
+    describe_counter!(
         RADOS_ERRORS,
         Unit::Count,
         "Failed RADOS calls by op and errno (expected ENOENTs included)"
@@ -232,6 +260,55 @@ fn describe() {
         Unit::Bytes,
         "Journal bytes fetched and not yet applied, all images together"
     );
+    describe_gauge!(
+        QUEUE_DEPTH,
+        Unit::Count,
+        "Items waiting in the bounded queues of a kind (watch: every watch's notification queue; pool_events: the cluster watcher's), sampled every second"
+    );
+    describe_gauge!(
+        QUEUE_CAPACITY,
+        Unit::Count,
+        "Slots of the bounded queues of a kind, together (a full watch queue reports Lagged and its notifications are re-read)"
+    );
+    describe_gauge!(
+        IMAGE_BYTES_BEHIND,
+        Unit::Bytes,
+        "Journal bytes of the primary not applied here, from what the follower knows without a read (fetched and not applied, plus closed journal objects not read yet); a lower bound until the active object set is read; 0 when caught up or not replaying"
+    );
+    describe_gauge!(
+        INSTANCES,
+        Unit::Count,
+        "Live rbd-relay instances serving the pool on this site, as this instance sees them"
+    );
+    describe_gauge!(
+        INSTANCE_LEADER,
+        "1 when this instance is the pool's leader (the lowest live instance id)"
+    );
+    describe_counter!(
+        INSTANCES_FENCED,
+        Unit::Count,
+        "Silent instances this instance blocklisted before their images moved"
+    );
+    describe_counter!(
+        IMAGE_MOVES,
+        Unit::Count,
+        "Images this instance took over (direction in) or handed over (out) on membership changes"
+    );
+    describe_counter!(
+        BALANCE_CHANGES,
+        Unit::Count,
+        "Placement changes this instance made as leader to even out replay load (moves and dropped moves)"
+    );
+    describe_histogram!(
+        TAKEOVER,
+        Unit::Seconds,
+        "From the membership change that gave this instance an image to the image replaying here"
+    );
+    describe_counter!(
+        POOL_ERRORS,
+        Unit::Count,
+        "Failed reads of a pool's mirroring state (the local settings, or the remote image list), by error code"
+    );
 }
 
 /// What a watch delivered (`None`: the watch ended, counted by nobody: its owner re-watches).
@@ -244,6 +321,39 @@ pub fn watch_event(source: Source, event: Option<&WatchEvent>) {
     counter!(name, "source" => source.label()).increment(1);
 }
 
+/// The pool's live instances as this one sees them.
+pub fn instances(pool: &str, live: usize, leader: bool) {
+    let pool = pool.to_string();
+    gauge!(INSTANCES, "pool" => pool.clone()).set(live as f64);
+    gauge!(INSTANCE_LEADER, "pool" => pool).set(if leader { 1.0 } else { 0.0 });
+}
+
+pub fn instance_fenced(pool: &str) {
+    counter!(INSTANCES_FENCED, "pool" => pool.to_string()).increment(1);
+}
+
+/// Images that changed hands here in one reconcile (`in`: taken over, `out`: handed over).
+pub fn images_moved(pool: &str, taken: u64, handed: u64) {
+    for (direction, n) in [("in", taken), ("out", handed)] {
+        if n > 0 {
+            let labels = [
+                ("pool", pool.to_string()),
+                ("direction", direction.to_string()),
+            ];
+            counter!(IMAGE_MOVES, &labels).increment(n);
+        }
+    }
+}
+
+/// Reading a pool's mirroring state failed; `reason` is the error's bounded `code()`.
+pub fn pool_error(pool: &str, reason: &'static str) {
+    counter!(POOL_ERRORS, "pool" => pool.to_string(), "reason" => reason).increment(1);
+}
+
+pub fn balance_changes(pool: &str, n: u64) {
+    counter!(BALANCE_CHANGES, "pool" => pool.to_string()).increment(n);
+}
+
 pub fn tail_probe() {
     counter!(TAIL_PROBES).increment(1);
 }
@@ -254,6 +364,80 @@ pub fn rewatch(source: Source) {
 
 pub fn commit_position_update() {
     counter!(COMMITS).increment(1);
+}
+
+/// One counter per RADOS call kind, indexed by `RadosOp as usize`, registered (labels and
+/// all) by `install`; unset without a recorder.
+static RADOS_OP_COUNTS: OnceLock<[Counter; RadosOp::ALL.len()]> = OnceLock::new();
+
+/// A RADOS call was issued (each backend calls this once per call, successful or not).
+/// On this hot path: an atomic add, no label built.
+pub fn rados_op(op: RadosOp) {
+    if let Some(c) = RADOS_OP_COUNTS.get().and_then(|all| all.get(op as usize)) {
+        c.increment(1);
+    }
+}
+
+/// A kind of bounded queue in the pipeline (`queue` label of the queue gauges).
+#[derive(Debug, Clone, Copy)]
+pub enum Queue {
+    /// Every watch's notification queue (`rados::WATCH_QUEUE` each). A full one makes the
+    /// backend ack for the consumer and report `Lagged`: late, not lost.
+    Watch,
+    /// The cluster watcher's queue of local pools' `rbd_mirroring` watch events.
+    PoolEvents,
+}
+
+impl Queue {
+    const ALL: [Queue; 2] = [Queue::Watch, Queue::PoolEvents];
+
+    fn label(self) -> &'static str {
+        match self {
+            Queue::Watch => "watch",
+            Queue::PoolEvents => "pool_events",
+        }
+    }
+}
+
+/// Reads one queue's (depth, capacity); `None` once its senders are gone.
+type QueueSample = Box<dyn Fn() -> Option<(usize, usize)> + Send>;
+
+/// Every live bounded queue, sampled by the ticker (dead ones are pruned as it goes).
+static QUEUES: Mutex<Vec<(Queue, QueueSample)>> = Mutex::new(Vec::new());
+
+/// Has the ticker sample the queue behind `tx` while any sender of it lives. Through a
+/// weak handle (it never keeps a queue open), and nothing per item sent.
+pub fn queue<T: Send + 'static>(kind: Queue, tx: &tokio::sync::mpsc::Sender<T>) {
+    let weak = tx.downgrade();
+    let sample: QueueSample = Box::new(move || {
+        let tx = weak.upgrade()?;
+        Some((tx.max_capacity() - tx.capacity(), tx.max_capacity()))
+    });
+    let mut all = QUEUES.lock().unwrap_or_else(PoisonError::into_inner);
+    // Without a recorder no ticker prunes: prune here too, at doubling sizes (amortized).
+    if all.len().is_power_of_two() {
+        all.retain(|(_, sample)| sample().is_some());
+    }
+    all.push((kind, sample));
+}
+
+/// Sets the queue gauges: depth and capacity of each kind, summed over its live queues.
+fn sample_queues() {
+    let mut totals = [(0, 0); Queue::ALL.len()];
+    let mut all = QUEUES.lock().unwrap_or_else(PoisonError::into_inner);
+    all.retain(|(kind, sample)| {
+        let Some((depth, capacity)) = sample() else {
+            return false;
+        };
+        let total = &mut totals[*kind as usize];
+        *total = (total.0 + depth, total.1 + capacity);
+        true
+    });
+    drop(all);
+    for (kind, (depth, capacity)) in Queue::ALL.into_iter().zip(totals) {
+        gauge!(QUEUE_DEPTH, "queue" => kind.label()).set(depth as f64);
+        gauge!(QUEUE_CAPACITY, "queue" => kind.label()).set(capacity as f64);
+    }
 }
 
 /// A RADOS call failed (called where backends map return codes to `RadosError`).
@@ -274,6 +458,10 @@ pub struct ImageMetrics {
     /// Entries behind as the status writer last computed them (it reads the primary's
     /// position off the replay path).
     behind_now: Arc<AtomicU64>,
+    /// When a membership change gave us this image, until it replays.
+    taken_at: Option<Instant>,
+    /// Bytes behind as the follower last estimated them, per batch (`Follower::bytes_behind`).
+    bytes_behind: u64,
 }
 
 impl ImageMetrics {
@@ -284,7 +472,15 @@ impl ImageMetrics {
             state: None,
             series: None,
             behind_now: Arc::default(),
+            taken_at: None,
+            bytes_behind: 0,
         }
+    }
+
+    /// The image came here by a membership change at `at`: its first replay ends the
+    /// take-over.
+    pub fn taken_over(&mut self, at: Instant) {
+        self.taken_at = Some(at);
     }
 
     /// Where the status writer stores entries behind.
@@ -295,6 +491,11 @@ impl ImageMetrics {
     /// Follows what the replayer publishes: state (one-hot, and the daemon's count by
     /// state), lag, backlog, sync progress. A new name relabels the series.
     pub fn publish(&mut self, view: &ImageView) {
+        if view.state == ReplayState::Replaying
+            && let Some(at) = self.taken_at.take()
+        {
+            histogram!(TAKEOVER, "pool" => self.key.pool.clone()).record(at.elapsed());
+        }
         if self.state != Some(view.state) {
             self.uncount();
             gauge!(IMAGES, "state" => view.state.as_str()).increment(1.0);
@@ -313,9 +514,12 @@ impl ImageMetrics {
             ReplayState::Stopped | ReplayState::Unknown | ReplayState::Syncing
         );
         let behind = if caught_up {
-            0
+            Behind::default()
         } else {
-            self.behind_now.load(Ordering::Relaxed)
+            Behind {
+                entries: self.behind_now.load(Ordering::Relaxed),
+                bytes: self.bytes_behind,
+            }
         };
         self.series().show(view, behind, replays);
     }
@@ -323,15 +527,21 @@ impl ImageMetrics {
     /// A batch was fetched, found at `received` (its notification or probe): until it is
     /// applied the image's lag is at least its age. A batch fetched again after a failed
     /// cycle keeps the first one's time: those entries are still not applied.
-    pub fn batch_received(&mut self, received: Instant) {
-        self.series()
+    pub fn batch_received(&mut self, received: Instant, bytes_behind: u64) {
+        self.set_bytes_behind(bytes_behind)
             .lag
             .update(|l| l.pending_since = l.pending_since.or(Some(received)));
     }
 
     /// The batch was applied and acked (the replay latency is observed here).
-    pub fn batch_applied(&mut self, entries: u64, bytes: u64, prefetch_bytes: usize) {
-        let s = self.series();
+    pub fn batch_applied(
+        &mut self,
+        entries: u64,
+        bytes: u64,
+        prefetch_bytes: usize,
+        bytes_behind: u64,
+    ) {
+        let s = self.set_bytes_behind(bytes_behind);
         s.entries.increment(entries);
         s.bytes.increment(bytes);
         if let Some(received) = s.lag.update(|l| l.pending_since.take()) {
@@ -367,6 +577,14 @@ impl ImageMetrics {
         self.series().split_brain.set(value);
     }
 
+    /// Keeps the follower's estimate for `publish` and shows it.
+    fn set_bytes_behind(&mut self, bytes: u64) -> &mut ImageSeries {
+        self.bytes_behind = bytes;
+        let s = self.series();
+        s.bytes_behind.set(bytes as f64);
+        s
+    }
+
     /// The image's series, (re)labelled with its current name (its global id before).
     fn series(&mut self) -> &mut ImageSeries {
         let image = if self.name.is_empty() {
@@ -393,6 +611,13 @@ impl Drop for ImageMetrics {
     }
 }
 
+/// An image's backlog as published (zero when caught up).
+#[derive(Default)]
+struct Behind {
+    entries: u64,
+    bytes: u64,
+}
+
 /// The per-image series under one `image` label value; Drop zeroes the gauges.
 struct ImageSeries {
     labels: Vec<Label>,
@@ -401,6 +626,7 @@ struct ImageSeries {
     state: Option<ReplayState>,
     lag: Arc<Lag>,
     behind: Gauge,
+    bytes_behind: Gauge,
     sync_progress: Gauge,
     split_brain: Gauge,
     last_error: Gauge,
@@ -420,6 +646,7 @@ impl ImageSeries {
         ImageSeries {
             lag: Lag::new(gauge!(IMAGE_LAG, labels.iter())),
             behind: gauge!(IMAGE_ENTRIES_BEHIND, labels.iter()),
+            bytes_behind: gauge!(IMAGE_BYTES_BEHIND, labels.iter()),
             sync_progress: gauge!(IMAGE_SYNC_PROGRESS, labels.iter()),
             split_brain: gauge!(IMAGE_SPLIT_BRAIN, labels.iter()),
             last_error: gauge!(IMAGE_LAST_ERROR, labels.iter()),
@@ -435,7 +662,7 @@ impl ImageSeries {
 
     /// `replays`: false when nothing replays by design (stopped, remote not primary,
     /// syncing), so a batch dropped on the way there does not age.
-    fn show(&mut self, view: &ImageView, entries_behind: u64, replays: bool) {
+    fn show(&mut self, view: &ImageView, behind: Behind, replays: bool) {
         if self.state != Some(view.state) {
             self.set_state(self.state, 0.0);
             self.set_state(Some(view.state), 1.0);
@@ -450,7 +677,8 @@ impl ImageSeries {
                 l.pending_since = None;
             }
         });
-        self.behind.set(entries_behind as f64);
+        self.behind.set(behind.entries as f64);
+        self.bytes_behind.set(behind.bytes as f64);
         self.sync_progress.set(view.sync_fraction);
     }
 
@@ -469,6 +697,7 @@ impl Drop for ImageSeries {
         self.lag.update(|l| *l = LagState::default());
         for g in [
             &self.behind,
+            &self.bytes_behind,
             &self.sync_progress,
             &self.split_brain,
             &self.last_error,

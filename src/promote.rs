@@ -386,7 +386,6 @@ mod tests {
     use crate::format::Encode;
     use crate::format::client_data::{ORPHAN_MIRROR_UUID, test_tag as tag};
     use crate::format::journal::TAG_CLASS_NEW;
-    use crate::rados::memory::MemoryCluster;
 
     const US: &str = "uuid-b";
     const THEM: &str = "uuid-a";
@@ -430,16 +429,8 @@ mod tests {
 
     #[tokio::test]
     async fn wait_wakes_on_the_mirrored_tag() {
-        let cluster = MemoryCluster::default();
-        cluster.create_pool("rbd").unwrap();
-        let io = cluster.connect().ioctx("rbd").await.unwrap();
         let header = header_oid("img");
-        let geometry = cls::journal::Geometry {
-            order: 24,
-            splay_width: 4,
-            pool_id: -1,
-        };
-        cls::journal::create(&io, &header, geometry).await.unwrap();
+        let io = cls::journal::test_journal(&header).await;
         let following = tag(THEM, ORPHAN_MIRROR_UUID, 0).to_bytes();
         cls::journal::allocate_tag(&io, &header, TAG_CLASS_NEW, following)
             .await

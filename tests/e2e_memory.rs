@@ -7,111 +7,46 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rand::SeedableRng;
 use rbd_relay::cls;
 use rbd_relay::config::Settings;
 use rbd_relay::demo::primary::PrimaryImage;
-use rbd_relay::demo::{MemoryConnector, POOL, TwoSites, compare, notify_image_updated};
+use rbd_relay::demo::{MemoryConnector, POOL, TwoSites, notify_image_updated};
+use rbd_relay::format::Decode;
 use rbd_relay::format::Encode;
-use rbd_relay::format::client_data::TagData;
+use rbd_relay::format::client_data::{ClientData, TagData};
 use rbd_relay::format::entry::Entry;
+use rbd_relay::format::image::{ParentInfo, keys};
 use rbd_relay::format::journal::data_oid;
 use rbd_relay::format::mirror::{MirrorImageState, MirrorImageStatusState, MirrorMode};
+use rbd_relay::mirror::registry::{ImageView, ReplayState};
 use rbd_relay::mirror::{self, Connector, Env, PeerSite};
-use rbd_relay::rados::memory::{MemoryIoCtx, MemoryRados};
+use rbd_relay::rados::faults::{Faults, FaultyRados};
+use rbd_relay::rados::memory::MemoryRados;
 use rbd_relay::rados::{IoCtx, Rados, RadosResult};
 use rbd_relay::rbd::Image;
 use tokio_util::sync::CancellationToken;
 
-const DEADLINE: Duration = Duration::from_secs(30);
+#[allow(dead_code)] // each test crate uses part of the shared support
+mod sites;
 
-struct Daemon {
-    cancel: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-fn logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
-fn start(sites: &TwoSites) -> Daemon {
-    logs();
-    let mut settings = Settings::default();
-    settings.pools.refresh_interval_ms = 200;
-    let env = Env::new(sites.site_b.connect(), sites.connector.clone(), settings);
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(mirror::run(env, cancel.clone()));
-    Daemon { cancel, task }
-}
-
-impl Daemon {
-    async fn stop(self) {
-        self.cancel.cancel();
-        self.task.await.unwrap();
-    }
-}
-
-async fn primary(sites: &TwoSites, name: &str) -> PrimaryImage<MemoryIoCtx> {
-    let a = sites.site_a.connect();
-    let io = a.ioctx(POOL).await.unwrap();
-    let global = uuid::Uuid::new_v4().to_string();
-    let img = PrimaryImage::create(&a, POOL, name, &global, 32 << 20, 20)
-        .await
-        .unwrap();
-    notify_image_updated(&io, img.id(), &global, MirrorImageState::Enabled)
-        .await
-        .unwrap();
-    img
-}
-
-/// Waits until site-b's copy of `name` equals site-a's (image and every snapshot).
-async fn wait_equal(sites: &TwoSites, name: &str) {
-    let io_a = sites.site_a.connect().ioctx(POOL).await.unwrap();
-    let io_b = sites.site_b.connect().ioctx(POOL).await.unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let a = Image::open_by_name(io_a.clone(), name).await.unwrap();
-        let why = match Image::open_by_name(io_b.clone(), name).await {
-            Ok(b) => compare(&a, &b).await.unwrap(),
-            Err(e) => Err(e.to_string()),
-        };
-        match why {
-            Ok(()) => return,
-            Err(why) if tokio::time::Instant::now() > deadline => panic!("{name}: {why}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
-async fn workload(img: &mut PrimaryImage<MemoryIoCtx>, seed: u64, ops: usize) {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut snaps = 0;
-    for _ in 0..ops {
-        img.writer()
-            .await
-            .random_op(&mut rng, &mut snaps)
-            .await
-            .unwrap();
-    }
-    img.writer().await.flush().await.unwrap();
-}
-
-/// Site-b's own status of its copy of `name` (the status list is keyed by local image id).
-async fn status_of(sites: &TwoSites, name: &str) -> Option<(MirrorImageStatusState, String)> {
-    let io_b = sites.site_b.connect().ioctx(POOL).await.unwrap();
-    let id = cls::dir::id_of(&io_b, name).await.ok()?;
-    let mut list = cls::mirror::image_status_list(&io_b).await.ok()?;
-    let local = list.statuses.remove(&id)?.local?;
-    Some((local.state, local.description))
-}
+use sites::{
+    DEADLINE, FaultyPeer, io_in, logs, primary, start, status_in, wait_equal, wait_equal_in,
+    workload,
+};
 
 async fn wait_status(sites: &TwoSites, name: &str, state: MirrorImageStatusState) -> String {
+    wait_status_in(sites, "", name, state).await
+}
+
+async fn wait_status_in(
+    sites: &TwoSites,
+    namespace: &str,
+    name: &str,
+    state: MirrorImageStatusState,
+) -> String {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        if let Some((s, d)) = status_of(sites, name).await
+        if let Some((s, d)) = status_in(sites, namespace, name).await
             && s == state
         {
             return d;
@@ -119,7 +54,7 @@ async fn wait_status(sites: &TwoSites, name: &str, state: MirrorImageStatusState
         assert!(
             tokio::time::Instant::now() < deadline,
             "{name} never {state:?}: {:?}",
-            status_of(sites, name).await
+            status_in(sites, namespace, name).await
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -131,7 +66,7 @@ async fn data_written_before_mirroring_is_synced_then_everything_replays() {
     let a = sites.site_a.connect();
     let io = a.ioctx(POOL).await.unwrap();
     let global = uuid::Uuid::new_v4().to_string();
-    let mut img = PrimaryImage::create(&a, POOL, "synced", &global, 32 << 20, 20)
+    let mut img = PrimaryImage::create(&a, io.clone(), "synced", &global, 32 << 20, 20)
         .await
         .unwrap();
     // Before the daemon ever sees it: data, a snapshot, more data, image-meta.
@@ -167,6 +102,29 @@ async fn data_written_before_mirroring_is_synced_then_everything_replays() {
     assert_eq!(replica.metadata().get("k").map(|v| &v[..]), Some(&b"v"[..]));
     let description = wait_status(&sites, "synced", MirrorImageStatusState::Replaying).await;
     assert!(description.starts_with("replaying"), "{description}");
+    // The sync point goes from the primary while replay runs, and from the client's record.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let primary = Image::open(io.clone(), img.id()).await.unwrap();
+        let points: Vec<_> = (primary.snapshots().iter())
+            .filter(|s| s.name.starts_with(".rbd-mirror."))
+            .map(|s| s.name.clone())
+            .collect();
+        let header = rbd_relay::format::journal::header_oid(img.id());
+        let clients = cls::journal::client_list(&io, &header).await.unwrap();
+        let recorded = clients.iter().any(|c| {
+            matches!(ClientData::from_bytes(c.data.clone()),
+                Ok(ClientData::MirrorPeer(m)) if !m.sync_points.is_empty())
+        });
+        if points.is_empty() && !recorded {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sync point left: {points:?}, recorded {recorded}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     daemon.stop().await;
 }
 
@@ -230,6 +188,91 @@ async fn a_daemon_killed_at_random_moments_resumes_without_loss() {
     workload(&mut img, 99, 50).await;
     wait_equal(&sites, "crashy").await;
     daemon.stop().await;
+}
+
+/// rbd-relay's site-a client blocklisted five times in a row (an operator, a peer's
+/// fencing): each time the pool replayer connects a new client and replay resumes within
+/// a second or two, not after a backoff the earlier faults grew (0.5 s doubling: 8 s by
+/// the fifth).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_client_blocklisted_again_and_again_is_replaced_at_once() {
+    logs();
+    let sites = TwoSites::new(MirrorMode::Image).await.unwrap();
+    let connector = Recording {
+        inner: sites.connector.clone(),
+        gids: Default::default(),
+    };
+    let clients = connector.gids.clone();
+    let env = Env::new(sites.site_b.connect(), connector, Settings::default());
+    let cancel = CancellationToken::new();
+    let daemon = tokio::spawn(mirror::run(env, cancel.clone()));
+    let mut img = primary(&sites, "fenced").await;
+    workload(&mut img, 1, 50).await;
+    wait_equal(&sites, "fenced").await;
+    for round in 0..5 {
+        let client = *clients.lock().unwrap().last().unwrap();
+        sites.site_a.blocklist(client);
+        workload(&mut img, 2 + round, 30).await;
+        let started = std::time::Instant::now();
+        wait_equal(&sites, "fenced").await;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(3),
+            "round {round}: resumed after {took:?}"
+        );
+        assert_eq!(
+            clients.lock().unwrap().len() as u64,
+            round + 2,
+            "one new client per fault"
+        );
+    }
+    cancel.cancel();
+    daemon.await.unwrap();
+}
+
+/// Site-a's OSD down (every call hangs, then fails with ETIMEDOUT): site-b's status says
+/// why the image is not replaying ("retrying: ... ETIMEDOUT") for as long as it lasts, never
+/// a bare "starting replay" as if nothing were wrong, and replay resumes once site-a is
+/// back, with what was written meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_primary_is_shown_until_it_is_back() {
+    logs();
+    let sites = TwoSites::new(MirrorMode::Image).await.unwrap();
+    let site_a = Faults::new(3);
+    let connector = FaultyPeer {
+        inner: sites.connector.clone(),
+        faults: site_a.clone(),
+    };
+    let local = FaultyRados::new(sites.site_b.connect(), Faults::new(4));
+    let env = Env::new(local, connector, Settings::default());
+    let cancel = CancellationToken::new();
+    let daemon = tokio::spawn(mirror::run(env, cancel.clone()));
+    let mut img = primary(&sites, "far").await;
+    workload(&mut img, 1, 50).await;
+    wait_equal(&sites, "far").await;
+    site_a.hang("", Duration::from_millis(300));
+    workload(&mut img, 2, 50).await;
+    let mut seen = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < until {
+        if let Some((state, description)) = status_in(&sites, "", "far").await
+            && seen.last() != Some(&(state, description.clone()))
+        {
+            seen.push((state, description));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let first = seen.iter().position(|(_, d)| d.contains("ETIMEDOUT"));
+    let first = first.unwrap_or_else(|| panic!("the fault never shown: {seen:?}"));
+    assert!(
+        seen[first..].iter().all(|(_, d)| d != "starting replay"),
+        "the status looked healthy while site-a was down: {seen:?}"
+    );
+    site_a.clear();
+    wait_equal(&sites, "far").await;
+    wait_status(&sites, "far", MirrorImageStatusState::Replaying).await;
+    cancel.cancel();
+    daemon.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,5 +349,109 @@ async fn a_corrupt_entry_fails_only_its_image() {
     // The other image keeps replicating.
     workload(&mut good, 5, 100).await;
     wait_equal(&sites, "good").await;
+    daemon.stop().await;
+}
+
+/// The description of the first image view of `daemon` that satisfies `pred`.
+async fn wait_for_view(daemon: &sites::Daemon, pred: impl Fn(&ImageView) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let views = daemon.registry.snapshot();
+        if let Some((_, v)) = views.iter().find(|(_, v)| pred(v)) {
+            return v.description.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no such image view: {views:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_is_refused_with_its_parent_named() {
+    let sites = TwoSites::new(MirrorMode::Image).await.unwrap();
+    let child = primary(&sites, "child").await;
+    // The link `rbd clone` leaves in the child's header: reads of what the child never
+    // wrote go to image "parentid" at snapshot 4 of pool 7.
+    let parent = ParentInfo {
+        pool_id: 7,
+        pool_namespace: String::new(),
+        image_id: "parentid".into(),
+        snap_id: 4,
+        head_overlap: Some(32 << 20),
+    };
+    let io_a = sites.site_a.connect().ioctx(POOL).await.unwrap();
+    let header = rbd_relay::format::image::oids::header(child.id());
+    let kv = [(keys::PARENT.to_string(), parent.to_bytes())].into();
+    io_a.omap_set(&header, kv).await.unwrap();
+    let mut plain = primary(&sites, "plain").await;
+    let daemon = start(&sites);
+    // Refused before a local image exists, so the daemon's own view (`rbd-relay status`,
+    // the log) carries the reason: site-b has no image to hang a status on.
+    let why = wait_for_view(&daemon, |v| v.state == ReplayState::Error).await;
+    assert!(
+        why.contains("image 'child' is a clone of pool 7 namespace '' image parentid snapshot 4"),
+        "{why}"
+    );
+    // Nothing of the child was created on site-b; other images replicate.
+    let io_b = sites.site_b.connect().ioctx(POOL).await.unwrap();
+    assert!(Image::open_by_name(io_b, "child").await.is_err());
+    workload(&mut plain, 5, 50).await;
+    wait_equal(&sites, "plain").await;
+    daemon.stop().await;
+}
+
+/// What `rbd namespace create` and `rbd mirror pool enable <pool>/<namespace> <mode>` write
+/// (the namespace gets its own mirror uuid, as librbd gives it).
+async fn mirrored_namespace(
+    site: &rbd_relay::rados::memory::MemoryCluster,
+    name: &str,
+    mode: MirrorMode,
+) {
+    let io = io_in(site, "").await;
+    let key = std::collections::BTreeMap::from([(format!("name_{name}"), Bytes::new())]);
+    io.omap_set("rbd_namespace", key).await.unwrap();
+    let ns = io.with_namespace(name);
+    cls::mirror::uuid_set(&ns, &uuid::Uuid::new_v4().to_string())
+        .await
+        .unwrap();
+    cls::mirror::mode_set(&ns, mode).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirrored_namespace_replicates_into_the_same_namespace() {
+    let sites = TwoSites::new(MirrorMode::Image).await.unwrap();
+    let daemon = start(&sites);
+    // ns1 mirrors on both sites; ns2 only on site-a, so site-b does not pull it.
+    for site in [&sites.site_a, &sites.site_b] {
+        mirrored_namespace(site, "ns1", MirrorMode::Pool).await;
+    }
+    mirrored_namespace(&sites.site_a, "ns2", MirrorMode::Pool).await;
+    let a = sites.site_a.connect();
+    let mut images = Vec::new();
+    for ns in ["ns1", "ns2"] {
+        let io = a.ioctx(POOL).await.unwrap().with_namespace(ns);
+        let global = uuid::Uuid::new_v4().to_string();
+        let mut img = PrimaryImage::create(&a, io.clone(), "vm", &global, 32 << 20, 20)
+            .await
+            .unwrap();
+        notify_image_updated(&io, img.id(), &global, MirrorImageState::Enabled)
+            .await
+            .unwrap();
+        workload(&mut img, 5, 200).await;
+        images.push(img);
+    }
+    wait_equal_in(&sites, "ns1", "vm").await;
+    wait_status_in(&sites, "ns1", "vm", MirrorImageStatusState::Replaying).await;
+    workload(&mut images[0], 6, 200).await;
+    wait_equal_in(&sites, "ns1", "vm").await;
+    let b = sites.site_b.connect().ioctx(POOL).await.unwrap();
+    for (ns, name) in [("", "vm"), ("ns2", "vm")] {
+        assert!(
+            cls::dir::id_of(&b.with_namespace(ns), name).await.is_err(),
+            "no copy in namespace {ns:?}"
+        );
+    }
     daemon.stop().await;
 }

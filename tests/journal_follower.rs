@@ -49,18 +49,22 @@ async fn follower<I: IoCtx>(
     config: FollowerConfig,
 ) -> (Follower<I>, Arc<FollowerStats>) {
     let stats = Arc::new(FollowerStats::default());
-    let f = Follower::open(
-        io,
-        id,
-        "peer",
-        Bytes::new(),
-        config,
-        PrefetchBudget::new(1 << 30),
-        stats.clone(),
-    )
-    .await
-    .unwrap();
+    let budget = PrefetchBudget::new(1 << 30);
+    let f = follower_sharing(io, id, config, budget, stats.clone()).await;
     (f, stats)
+}
+
+/// A follower of journal `id` as client "peer", counting against `budget`.
+async fn follower_sharing<I: IoCtx>(
+    io: I,
+    id: &str,
+    config: FollowerConfig,
+    budget: Arc<PrefetchBudget>,
+    stats: Arc<FollowerStats>,
+) -> Follower<I> {
+    Follower::open(io, id, "peer", Bytes::new(), config, budget, stats)
+        .await
+        .unwrap()
 }
 
 /// Collects `n` entries (tids) from the follower, failing after 10 s.
@@ -179,6 +183,41 @@ async fn lost_notifications_are_covered_by_the_probe() {
     assert!(faults.injected() > 0);
 }
 
+/// Idle at the probe's ceiling with a live watch, the follower reads the journal only once
+/// per `probe_idle`; right after entries it probes as before.
+#[tokio::test]
+async fn an_idle_follower_with_a_live_watch_reads_only_per_probe_idle() {
+    for (probe_idle, looks) in [
+        (Duration::from_secs(60), false),
+        (Duration::from_millis(100), true),
+    ] {
+        let (_c, io) = support::memory().await;
+        let mut w = JournalWriter::create(io.clone(), "j", 12, 2, "")
+            .await
+            .unwrap();
+        let config = FollowerConfig {
+            probe_floor: Duration::from_millis(10),
+            probe_ceiling: Some(Duration::from_millis(40)),
+            probe_idle,
+            ..Default::default()
+        };
+        let (mut f, stats) = follower(io.clone(), "j", config).await;
+        w.append(&write(0)).await.unwrap();
+        assert_eq!(take(&mut f, 1).await, [0]);
+        // Past the floor-to-ceiling probes (10 + 20 + 40 ms) and the first at the ceiling.
+        let _ = timeout(Duration::from_millis(300), f.next()).await;
+        let before = stats.probes.load(Ordering::Relaxed);
+        assert!(before > 0, "no probe right after entries");
+        let _ = timeout(Duration::from_millis(600), f.next()).await;
+        let after = stats.probes.load(Ordering::Relaxed);
+        assert_eq!(
+            after > before,
+            looks,
+            "probe_idle {probe_idle:?}: {before} then {after} probes"
+        );
+    }
+}
+
 #[tokio::test]
 async fn broken_watch_is_rewatched_without_loss() {
     let cluster = MemoryCluster::default();
@@ -219,17 +258,7 @@ async fn prefetch_budget_holds() {
         batch_entries: 4,
         ..notify_only()
     };
-    let mut f = Follower::open(
-        io,
-        "j",
-        "peer",
-        Bytes::new(),
-        config,
-        budget.clone(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let mut f = follower_sharing(io, "j", config, budget.clone(), Default::default()).await;
     let mut held = Vec::new();
     loop {
         let batch = f.next().await.unwrap();
@@ -239,16 +268,155 @@ async fn prefetch_budget_holds() {
         held.extend(batch);
     }
     let bytes: usize = held.iter().map(|(e, _)| e.data.len()).sum();
-    assert!(
-        (1000..1000 + 4 * 200).contains(&bytes),
-        "{bytes} bytes held"
-    );
+    assert!((1000 - 200..=1000).contains(&bytes), "{bytes} bytes held");
     assert_eq!(budget.used(), bytes);
     for (e, p) in held.drain(..) {
         f.ack(&e, p).await.unwrap();
     }
     assert_eq!(budget.used(), 0);
     assert!(!f.next().await.unwrap().is_empty(), "acks free the budget");
+}
+
+/// Journals `names`, 50 entries each, and a follower for each sharing one global budget
+/// of `limit` bytes.
+async fn shared_budget_followers(
+    limit: usize,
+    image_budget_bytes: usize,
+    names: &[&str],
+) -> (impl Rados, Arc<PrefetchBudget>, Vec<Follower<impl IoCtx>>) {
+    let (client, io) = support::memory().await;
+    let budget = PrefetchBudget::new(limit);
+    let mut followers = Vec::new();
+    for name in names {
+        let mut w = JournalWriter::create(io.clone(), name, 16, 2, "")
+            .await
+            .unwrap();
+        for i in 0..50 {
+            w.append(&write(i)).await.unwrap();
+        }
+        let config = FollowerConfig {
+            batch_entries: 512,
+            image_budget_bytes,
+            ..notify_only()
+        };
+        let f = follower_sharing(io.clone(), name, config, budget.clone(), Default::default());
+        followers.push(f.await);
+    }
+    (client, budget, followers)
+}
+
+/// The global budget bounds what all followers hold together, batches included: a follower
+/// with nothing in flight waits while others hold the budget, and resumes on their acks.
+#[tokio::test]
+async fn the_global_budget_bounds_batches_across_followers() {
+    let (_c, budget, mut fs) = shared_budget_followers(1000, 1 << 30, &["a", "b"]).await;
+    let mut b = fs.pop().unwrap();
+    let mut a = fs.pop().unwrap();
+    let held = a.next().await.unwrap();
+    let bytes: usize = held.iter().map(|(e, _)| e.data.len()).sum();
+    assert!(
+        !held.is_empty() && bytes <= 1000,
+        "{bytes} bytes in a batch"
+    );
+    assert_eq!(budget.used(), bytes);
+    let mut waiting = tokio::spawn(async move {
+        let batch = b.next().await.unwrap();
+        (b, batch)
+    });
+    assert!(
+        timeout(Duration::from_millis(200), &mut waiting)
+            .await
+            .is_err(),
+        "the second follower must wait for room"
+    );
+    assert_eq!(budget.used(), bytes);
+    for (e, p) in held {
+        a.ack(&e, p).await.unwrap();
+    }
+    let (_b, batch) = timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("acks wake the waiting follower")
+        .unwrap();
+    assert!(!batch.is_empty());
+    assert!(budget.used() <= 1000, "{} bytes held", budget.used());
+}
+
+/// An entry larger than the whole budget still passes when nothing else is held, a
+/// follower dropped with entries unacked gives their bytes back, and an image budget
+/// below one entry lets entries through one at a time.
+#[tokio::test]
+async fn an_oversized_entry_passes_alone_and_a_dropped_follower_releases() {
+    let (_c, budget, mut fs) = shared_budget_followers(10, 1 << 30, &["a"]).await;
+    let mut a = fs.pop().unwrap();
+    let batch = a.next().await.unwrap();
+    assert_eq!(batch.len(), 1, "one entry at a time over a tiny budget");
+    assert!(budget.used() > 10);
+    drop(a);
+    assert_eq!(budget.used(), 0, "a dropped follower releases what it held");
+    // The same under an image budget below one entry: one at a time, acks let the next in.
+    let (_c, _, mut fs) = shared_budget_followers(1 << 30, 10, &["b"]).await;
+    let mut b = fs.pop().unwrap();
+    for tid in 0..3 {
+        let batch = b.next().await.unwrap();
+        assert_eq!(
+            batch.iter().map(|(e, _)| e.entry_tid).collect::<Vec<_>>(),
+            [tid]
+        );
+        assert!(
+            b.next().await.unwrap().is_empty(),
+            "nothing more until the ack"
+        );
+        for (e, p) in batch {
+            b.ack(&e, p).await.unwrap();
+        }
+    }
+}
+
+/// Bytes behind count a backlog before it is read (closed objects at their nominal size),
+/// and reach zero once everything is applied.
+#[tokio::test]
+async fn bytes_behind_see_the_backlog_and_drain_to_zero() {
+    let (_c, io) = support::memory().await;
+    // 4 KiB objects, 2 per set: 300 entries of ~150 bytes close several sets.
+    let mut w = JournalWriter::create(io.clone(), "j", 12, 2, "")
+        .await
+        .unwrap();
+    for i in 0..300 {
+        w.append(&write(i)).await.unwrap();
+    }
+    let mut journal = 0;
+    let mut objects = 0;
+    for oid in io.list_objects().await.unwrap() {
+        if oid.starts_with("journal_data.") {
+            journal += io.stat(&oid).await.unwrap().size;
+            objects += 1;
+        }
+    }
+    let config = FollowerConfig {
+        batch_entries: 4,
+        ..notify_only()
+    };
+    let (mut f, _) = follower(io, "j", config).await;
+    // Known from the header before any read: the closed sets. At most one entry per
+    // closed object over; the active set's objects are not counted.
+    let plausible = journal / 2..journal + objects * 200;
+    let before = f.bytes_behind();
+    assert!(
+        plausible.contains(&before),
+        "{before} bytes behind, journal {journal} bytes in {objects} objects"
+    );
+    let first = f.next().await.unwrap();
+    let behind = f.bytes_behind();
+    assert!(
+        plausible.contains(&behind),
+        "{behind} bytes behind after a read"
+    );
+    for (e, p) in first {
+        f.ack(&e, p).await.unwrap();
+    }
+    assert!(f.bytes_behind() < behind, "acks reduce it");
+    take(&mut f, 296).await;
+    assert_eq!(f.bytes_behind(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

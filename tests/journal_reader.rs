@@ -33,7 +33,7 @@ fn write(i: u64, len: usize) -> EventEntry {
 async fn read_all<I: IoCtx>(r: &mut JournalReader<I>) -> Vec<(Entry, ObjectPosition)> {
     let mut all = Vec::new();
     loop {
-        let batch = r.read(7).await.unwrap(); // small batches: exercises resumption
+        let batch = r.read(7, usize::MAX).await.unwrap(); // small batches: exercises resumption
         if batch.is_empty() {
             return all;
         }
@@ -55,6 +55,33 @@ fn committed_after(splay: u8, entries: &[(Entry, ObjectPosition)], n: usize) -> 
         c.advance(p.clone());
     }
     c.position()
+}
+
+/// A byte cap ends a batch after the entry that reaches it (one entry however large), and
+/// what the consumer gives back comes first in the next read, in order.
+#[tokio::test]
+async fn a_byte_cap_ends_batches_and_unread_entries_come_back_first() {
+    let (_c, io) = support::memory().await;
+    let mut w = JournalWriter::create(io.clone(), "cap", 16, 2, "")
+        .await
+        .unwrap();
+    for i in 0..10 {
+        w.append(&write(i, 1000)).await.unwrap();
+    }
+    let mut r = JournalReader::open(io.clone(), "cap", &ObjectSetPosition::default())
+        .await
+        .unwrap();
+    let one = r.read(100, 1).await.unwrap();
+    assert_eq!(ids(&one), [(1, 0)], "at least one entry");
+    let mut batch = r.read(100, 2500).await.unwrap();
+    assert_eq!(
+        ids(&batch),
+        [(1, 1), (1, 2), (1, 3)],
+        "stops once 2,500 bytes are reached"
+    );
+    r.unread(batch.split_off(1));
+    let rest = read_all(&mut r).await;
+    assert_eq!(ids(&rest), (2..10).map(|e| (1, e)).collect::<Vec<_>>());
 }
 
 #[tokio::test]
@@ -100,7 +127,10 @@ async fn our_writer_across_sets_tags_and_restarts() {
     for i in 40..45 {
         w.append(&write(i, 3000)).await.unwrap();
     }
-    assert!(r.read(100).await.unwrap().is_empty(), "no wake-up yet");
+    assert!(
+        r.read(100, usize::MAX).await.unwrap().is_empty(),
+        "no wake-up yet"
+    );
     r.wake().await.unwrap();
     assert_eq!(
         ids(&read_all(&mut r).await),

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use rbd_relay::rados::faults::{Faults, FaultyRados, NotifyFaults, OpFault};
+use rbd_relay::rados::faults::{Faults, FaultyIoCtx, FaultyRados, NotifyFaults, OpFault};
 use rbd_relay::rados::memory::MemoryCluster;
 use rbd_relay::rados::{Errno, IoCtx, Rados, RadosOp, WatchEvent};
 
@@ -15,6 +15,19 @@ async fn cluster() -> (MemoryCluster, rbd_relay::rados::memory::MemoryRados) {
     cluster.create_pool("rbd").unwrap();
     let c = cluster.connect();
     (cluster, c)
+}
+
+/// Pool `rbd` through a fault plan seeded with `seed`.
+async fn faulty(
+    c: rbd_relay::rados::memory::MemoryRados,
+    seed: u64,
+) -> (Faults, FaultyIoCtx<rbd_relay::rados::memory::MemoryIoCtx>) {
+    let faults = Faults::new(seed);
+    let io = FaultyRados::new(c, faults.clone())
+        .ioctx("rbd")
+        .await
+        .unwrap();
+    (faults, io)
 }
 
 #[tokio::test]
@@ -80,11 +93,7 @@ async fn blocklisted_client_fails_everything() {
 #[tokio::test]
 async fn injected_op_failures_follow_the_plan() {
     let (_cluster, c) = cluster().await;
-    let faults = Faults::new(7);
-    let io = FaultyRados::new(c, faults.clone())
-        .ioctx("rbd")
-        .await
-        .unwrap();
+    let (faults, io) = faulty(c, 7).await;
     faults.fail(OpFault {
         op: RadosOp::Write,
         object_prefix: "journal".into(),
@@ -110,11 +119,7 @@ async fn injected_op_failures_follow_the_plan() {
 #[tokio::test]
 async fn dropped_and_duplicated_notifications() {
     let (cluster, c) = cluster().await;
-    let faults = Faults::new(42);
-    let io = FaultyRados::new(c, faults.clone())
-        .ioctx("rbd")
-        .await
-        .unwrap();
+    let (faults, io) = faulty(c, 42).await;
     let notifier = cluster.connect().ioctx("rbd").await.unwrap();
     io.write_full("obj", Bytes::new()).await.unwrap();
 
@@ -155,4 +160,22 @@ async fn dropped_and_duplicated_notifications() {
     }
     assert_eq!(n.await.unwrap().unwrap().acks.len(), 1);
     assert_eq!(faults.injected(), 2);
+}
+
+/// A hang is a down OSD seen through an op timeout: matching calls wait, then fail with
+/// ETIMEDOUT (transient); others pass at once; a clear heals it.
+#[tokio::test]
+async fn hung_calls_wait_then_time_out_until_cleared() {
+    let (_cluster, c) = cluster().await;
+    let (faults, io) = faulty(c, 5).await;
+    io.write_full("journal.1", Bytes::new()).await.unwrap();
+    faults.hang("journal.", Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let e = io.read("journal.1", 0, 0).await.unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!((e.errno, e.is_transient()), (Errno::ETIMEDOUT, true));
+    io.write_full("other", Bytes::new()).await.unwrap();
+    assert_eq!(faults.injected(), 1);
+    faults.clear();
+    assert_eq!(io.read("journal.1", 0, 0).await.unwrap(), Bytes::new());
 }

@@ -17,15 +17,19 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rbd_relay::config::Settings;
 use rbd_relay::demo::primary::PrimaryImage;
-use rbd_relay::demo::{MemoryConnector, POOL, TwoSites, notify_image_updated};
+use rbd_relay::demo::{POOL, TwoSites, notify_image_updated};
 use rbd_relay::format::mirror::{MirrorImageState, MirrorMode};
-use rbd_relay::mirror::{self, Connector, Env, PeerSite};
+use rbd_relay::mirror::{self, Env};
 use rbd_relay::rados::faults::{Faults, FaultyRados, OpFault};
-use rbd_relay::rados::memory::MemoryRados;
-use rbd_relay::rados::{Errno, Rados, RadosOp, RadosResult};
+use rbd_relay::rados::{Errno, Rados, RadosOp};
 use rbd_relay::rbd::Image;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+
+#[allow(dead_code)] // the faulty peer connector only
+mod sites;
+
+use sites::FaultyPeer;
 
 /// A Prometheus-suite tool, or `None` (loudly) when the opt-out is set.
 fn tool(name: &str) -> Option<PathBuf> {
@@ -339,6 +343,23 @@ fn demo_metrics_feed_every_dashboard_and_alert_under_a_real_prometheus() {
         "build info"
     );
     assert!(scrape.contains("# TYPE rbd_relay_replay_latency_seconds histogram"));
+    // Every call is counted, failed ones included: more reads than failed reads.
+    let reads = samples(&scrape, "rbd_relay_rados_ops_total", &[r#"op="read""#]);
+    let failed: f64 = samples(&scrape, "rbd_relay_rados_errors_total", &[r#"op="read""#])
+        .iter()
+        .sum();
+    assert!(
+        reads.len() == 1 && reads[0] > failed,
+        "reads {reads:?}, failed {failed}"
+    );
+    for image in ["demo-0", "demo-1"] {
+        let label = format!(r#"image="{image}""#);
+        let behind = samples(&scrape, "rbd_relay_image_bytes_behind", &[&label]);
+        assert!(
+            behind.len() == 1 && behind[0] >= 0.0,
+            "{image} bytes behind {behind:?}"
+        );
+    }
 
     // promtool's lint: no problem at all.
     let mut lint = Command::new(&promtool)
@@ -387,6 +408,22 @@ fn demo_metrics_feed_every_dashboard_and_alert_under_a_real_prometheus() {
         has_data(prom_port, "count_over_time(rbd_relay_build_info[1m]) >= 15")
     });
 
+    // Sampled every second, so the watches of the first scrape may not show there: the
+    // cluster watcher's queue, and the watches' (several, 256 slots each).
+    let later = http_get(port, "/metrics").unwrap();
+    let slots = |queue: &str| {
+        let label = format!(r#"queue="{queue}""#);
+        samples(&later, "rbd_relay_queue_capacity", &[&label])
+    };
+    assert_eq!(slots("pool_events"), [64.0], "pool events queue");
+    let watch = slots("watch");
+    assert!(
+        watch
+            .first()
+            .is_some_and(|n| *n >= 512.0 && n % 256.0 == 0.0),
+        "watch queues {watch:?}"
+    );
+
     let mut failures = Vec::new();
     for (board, title, expr) in &queries {
         match query(prom_port, &as_sent(expr)) {
@@ -424,23 +461,6 @@ fn demo_metrics_feed_every_dashboard_and_alert_under_a_real_prometheus() {
     assert_eq!(down["state"], "inactive");
 }
 
-/// The daemon's peers behind the same fault plan as its local site (the daemon needs one
-/// backend type for both).
-#[derive(Clone)]
-struct FaultyConnector {
-    inner: MemoryConnector,
-    faults: Faults,
-}
-
-#[async_trait::async_trait]
-impl Connector for FaultyConnector {
-    type Rados = FaultyRados<MemoryRados>;
-    async fn connect(&self, peer: &PeerSite) -> RadosResult<Self::Rados> {
-        let inner = self.inner.connect(peer).await?;
-        Ok(FaultyRados::new(inner, self.faults.clone()))
-    }
-}
-
 /// The lag alert, through a real Prometheus: one image whose local writes keep failing
 /// falls behind, its lag grows though no batch completes, the rule goes pending for it
 /// (with the RPO budget scaled from 30 s to 2 s so the test is quick; the promtool unit
@@ -459,7 +479,7 @@ fn a_stuck_image_raises_its_lag_alert_and_only_its_own() {
     let (sites, images) = rt.block_on(async {
         rbd_relay::metrics::install(Some(([127, 0, 0, 1], port).into())).unwrap();
         let sites = TwoSites::new(MirrorMode::Pool).await.unwrap();
-        let connector = FaultyConnector {
+        let connector = FaultyPeer {
             inner: sites.connector.clone(),
             faults: faults.clone(),
         };
@@ -471,9 +491,16 @@ fn a_stuck_image_raises_its_lag_alert_and_only_its_own() {
         let mut images = Vec::new();
         for name in ["stuck", "fine"] {
             let global = uuid::Uuid::new_v4().to_string();
-            let img = PrimaryImage::create(&a, POOL, name, &global, 16 << 20, 22)
-                .await
-                .unwrap();
+            let img = PrimaryImage::create(
+                &a,
+                a.ioctx(POOL).await.unwrap(),
+                name,
+                &global,
+                16 << 20,
+                22,
+            )
+            .await
+            .unwrap();
             notify_image_updated(&io, img.id(), &global, MirrorImageState::Enabled)
                 .await
                 .unwrap();

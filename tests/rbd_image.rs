@@ -41,8 +41,10 @@ both_backends!(
     cases::batches,
     cases::snapshots_and_resize,
     cases::header_ops_and_remove,
+    cases::data_pool,
     lock_cases::lock_requests,
     lock_cases::promotion_notify_releases,
     lock_cases::stale_snap_context,
     lock_cases::blocklisted_client_stops_writing,
+    lock_cases::releasing_holder_is_not_fenced,
 );

@@ -3,11 +3,13 @@
 //! `$cluster` expanded), and peers either by the mon host + key stored in the config-key
 //! store or by their own `<site>.conf` on the same search path, as rbd-mirror does. The
 //! daemon's own options (`CEPH_ARGS`, the command line, the conf file's sections) are
-//! parsed by [`args`], [`file`] and resolved by [`options`].
+//! parsed by [`args`], [`file`] and resolved by [`options`]; [`secrets`] finds key files
+//! every local user can read.
 
 pub mod args;
 pub mod file;
 pub mod options;
+pub mod secrets;
 
 use std::path::PathBuf;
 

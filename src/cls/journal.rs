@@ -30,6 +30,22 @@ pub struct Geometry {
     pub pool_id: i64,
 }
 
+/// For tests: journal `oid` (order 24, splay width 4) in pool `rbd` of a new memory cluster.
+#[cfg(test)]
+pub async fn test_journal(oid: &str) -> crate::rados::memory::MemoryIoCtx {
+    use crate::rados::Rados;
+    let cluster = crate::rados::memory::MemoryCluster::default();
+    cluster.create_pool("rbd").unwrap();
+    let io = cluster.connect().ioctx("rbd").await.unwrap();
+    let geometry = Geometry {
+        order: 24,
+        splay_width: 4,
+        pool_id: -1,
+    };
+    create(&io, oid, geometry).await.unwrap();
+    io
+}
+
 /// `create`: writes the header keys; `EEXIST` when the journal exists.
 pub async fn create<I: IoCtx>(io: &I, oid: &str, g: Geometry) -> ClsResult<()> {
     let input = CreateInput {

@@ -18,6 +18,7 @@ use crate::ceph_conf::args::normalize;
 use crate::ceph_conf::options::CephOptions;
 use crate::config::{CEPH_OPTIONS, CephOption, LiveSettings, Settings};
 use crate::mirror::image_replayer::Control;
+use crate::mirror::instances::Membership;
 use crate::mirror::registry::ReplayState;
 use crate::mirror::{Held, ImageKey, ImageView, PoolKey, Registry};
 
@@ -105,6 +106,16 @@ pub fn commands(config: Config, registry: Arc<Registry>, metrics: PrometheusHand
         &[],
         "dump perfcounters schema",
         ready(move |_| Ok(perf::schema(&metrics.render()))),
+    );
+    let r = registry.clone();
+    c.add(
+        "rbd mirror leader release",
+        &[],
+        "release rbd mirror leader",
+        ready(move |_| {
+            r.release_leadership();
+            Ok(json!({}))
+        }),
     );
     let mirror = Arc::new(Mirror { registry });
     for (verb, help) in VERBS {
@@ -237,6 +248,23 @@ fn image_status(key: &ImageKey, view: &ImageView) -> Value {
     })
 }
 
+/// Who serves a pool: this instance, the leader, every live instance. The image replayers
+/// listed next to it are exactly the images this instance owns.
+fn instances_status(m: &Membership) -> Value {
+    let live: Vec<Value> = m
+        .live
+        .iter()
+        .map(|i| {
+            json!({ "instance_id": i.id, "addr": i.addr, "started": i.started,
+                    "declined": i.declined })
+        })
+        .collect();
+    json!({
+        "instance_id": m.me, "leader": m.leader() == Some(m.me),
+        "leader_instance_id": m.leader(), "live": live, "moves": m.moves,
+    })
+}
+
 impl Mirror {
     /// The images in `scope`, with their controls.
     fn images(&self, scope: &Scope) -> Vec<(ImageKey, ImageView, Arc<Control>)> {
@@ -335,13 +363,24 @@ impl Mirror {
     }
 
     fn status(&self, scope: &Scope, images: &[(ImageKey, ImageView, Arc<Control>)]) -> Value {
+        let instances = self.registry.instances();
         let of_pool = |p: &PoolKey| {
             let replayers: Vec<Value> = images
                 .iter()
                 .filter(|(k, v, _)| k.pool == p.pool && v.peer == p.peer)
                 .map(|(k, v, _)| image_status(k, v))
                 .collect();
-            json!({ "pool": p.pool, "peer": p.peer, "image_replayers": replayers })
+            let members = instances.iter().find(|(pool, _)| *pool == p.pool);
+            // This peer's image list, and the local pool's settings.
+            let errors: Vec<String> = (self.registry.pool_errors(&p.pool).into_iter())
+                .filter(|(k, _)| k.peer == p.peer || k.peer.is_empty())
+                .map(|(_, text)| text)
+                .collect();
+            json!({
+                "pool": p.pool, "peer": p.peer, "image_replayers": replayers,
+                "instances": members.map(|(_, m)| instances_status(m)),
+                "errors": errors,
+            })
         };
         match scope {
             Scope::Image(_) => images.first().map_or(

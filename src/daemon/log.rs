@@ -97,7 +97,10 @@ fn stderr_layer<S>() -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    tracing_subscriber::fmt::layer().with_writer(io::stderr)
+    // Colours only for a terminal: redirected output is read by scripts and editors.
+    tracing_subscriber::fmt::layer()
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+        .with_writer(io::stderr)
 }
 
 fn open(path: &Path) -> Result<File, (String, io::Error)> {

@@ -34,6 +34,7 @@ use crate::ceph_conf::args::{self, Args};
 use crate::ceph_conf::options::CephOptions;
 use crate::ceph_conf::{LibradosConnector, local_connect_config};
 use crate::config::{CephOption, Settings};
+use crate::rados::Rados;
 use crate::rados::librados::LibradosCluster;
 
 /// How long replayers get to stop (commit, release locks) after SIGTERM.
@@ -189,44 +190,83 @@ async fn run(
     log: log::LogFile,
 ) -> anyhow::Result<()> {
     let opts = &plan.opts;
+    for file in crate::ceph_conf::secrets::world_readable(opts) {
+        tracing::warn!(file = %file.display(),
+            "this file holds a cephx key and every local user can read it (chmod o-r)");
+    }
     let settings = plan.settings.clone();
     let metrics = crate::metrics::install(settings.metrics_addr).context("installing metrics")?;
-    let cfg = local_connect_config(opts);
-    let local = LibradosCluster::connect(cfg)
-        .await
-        .with_context(|| format!("connecting to cluster {} as {}", opts.cluster, opts.name))?;
-    let instance = service::register(&local, opts.id())
-        .await
-        .context("registering in the service map")?;
-    tracing::info!(cluster = %opts.cluster, client = %opts.name, %instance,
-        conf = ?opts.conf_file, "rbd-relay running");
+    let mut env =
+        crate::mirror::Env::new(connect(opts).await?, LibradosConnector, settings.clone());
     let cancel = CancellationToken::new();
-    let every = Duration::from_millis(settings.pools.refresh_interval_ms);
-    tokio::spawn(service::publish_status(
-        local.clone(),
-        instance,
-        every,
-        cancel.clone(),
-    ));
-    let env = crate::mirror::Env::new(local, LibradosConnector, settings.clone());
     let config = asok::Config {
         options: opts.clone(),
-        settings,
+        settings: settings.clone(),
         live: env.live.clone(),
     };
     let commands = asok::commands(config, env.registry.clone(), metrics);
     serve_admin_socket(opts.path("admin_socket"), commands, &cancel).await;
     watch_signals(cancel.clone(), log)?;
     readiness.ready();
-    let daemon = crate::mirror::run(env, cancel.clone());
-    tokio::pin!(daemon);
-    tokio::select! {
-        _ = &mut daemon => tracing::info!("stopped cleanly"),
-        _ = async { cancel.cancelled().await; tokio::time::sleep(GRACE).await } => {
-            tracing::error!("replayers did not stop within {GRACE:?}; exiting");
+    let every = Duration::from_millis(settings.pools.refresh_interval_ms);
+    loop {
+        let round = cancel.child_token();
+        let instance = service::register(&env.local, opts.id())
+            .await
+            .context("registering in the service map")?;
+        // ha-check maps blocklist entries to daemons through `addr`.
+        tracing::info!(cluster = %opts.cluster, client = %opts.name, %instance,
+            addr = %env.local.client_addr(), conf = ?opts.conf_file, "rbd-relay running");
+        tokio::spawn(service::publish_status(
+            env.local.clone(),
+            env.registry.clone(),
+            instance,
+            every,
+            round.clone(),
+        ));
+        let registry = env.registry.clone();
+        let daemon = crate::mirror::run(env.clone(), round.clone());
+        tokio::pin!(daemon);
+        let grace_over = async {
+            cancel.cancelled().await;
+            tokio::time::sleep(GRACE).await;
+        };
+        tokio::select! {
+            _ = &mut daemon => {
+                tracing::info!("stopped cleanly");
+                return Ok(());
+            }
+            _ = registry.fenced() => {}
+            _ = grace_over => return gave_up(),
         }
+        round.cancel();
+        tokio::select! {
+            _ = &mut daemon => {}
+            _ = tokio::time::sleep(GRACE) => return gave_up(),
+        }
+        if cancel.is_cancelled() {
+            tracing::info!("stopped cleanly");
+            return Ok(());
+        }
+        // Another instance blocklisted this client (it looked dead: a freeze, a partition)
+        // and took its images. The client can never write again; a new one can, and
+        // joins as a new instance, as upstream restarts a blocklisted pool replayer.
+        tracing::warn!("this client was blocklisted; reconnecting as a new client");
+        env = env.reconnected(connect(opts).await?);
     }
+}
+
+/// Replayers still busy after the grace: nothing left is worth waiting for.
+fn gave_up() -> anyhow::Result<()> {
+    tracing::error!("replayers did not stop within {GRACE:?}; exiting");
     Ok(())
+}
+
+/// The daemon's client of the local cluster.
+async fn connect(opts: &CephOptions) -> anyhow::Result<LibradosCluster> {
+    LibradosCluster::connect(local_connect_config(opts))
+        .await
+        .with_context(|| format!("connecting to cluster {} as {}", opts.cluster, opts.name))
 }
 
 /// A socket that cannot be bound is logged, not fatal, as with Ceph's daemons.

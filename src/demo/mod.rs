@@ -22,7 +22,8 @@ use crate::format::notify::MirroringNotify;
 use crate::mirror::{Connector, PeerSite};
 use crate::rados::memory::{MemoryCluster, MemoryRados};
 use crate::rados::{Errno, IoCtx, Rados, RadosError, RadosOp, RadosResult};
-use crate::rbd::{Image, RbdError};
+
+pub use crate::rbd::compare;
 
 pub const POOL: &str = "rbd";
 
@@ -115,36 +116,4 @@ pub async fn notify_image_updated<I: IoCtx>(
     )
     .await
     .map(drop)
-}
-
-/// Why two images differ (`Ok` when they are equal: size, snapshots, data of each).
-pub async fn compare<I: IoCtx>(a: &Image<I>, b: &Image<I>) -> Result<Result<(), String>, RbdError> {
-    if a.size() != b.size() {
-        return Ok(Err(format!("size {} != {}", a.size(), b.size())));
-    }
-    let names =
-        |i: &Image<I>| -> Vec<String> { i.snapshots().iter().map(|s| s.name.clone()).collect() };
-    if names(a) != names(b) {
-        return Ok(Err(format!("snapshots {:?} != {:?}", names(a), names(b))));
-    }
-    let mut views = vec![(None, None, a.size(), "head".to_string())];
-    for (sa, sb) in a.snapshots().iter().zip(b.snapshots()) {
-        views.push((Some(sa.id), Some(sb.id), sa.image_size, sa.name.clone()));
-    }
-    let chunk = 1u64 << a.order();
-    for (snap_a, snap_b, size, what) in views {
-        let mut off = 0;
-        while off < size {
-            let len = chunk.min(size - off);
-            let (x, y) = (
-                a.read(off, len, snap_a).await?,
-                b.read(off, len, snap_b).await?,
-            );
-            if x != y {
-                return Ok(Err(format!("{what}: data differs in {off}+{len}")));
-            }
-            off += len;
-        }
-    }
-    Ok(Ok(()))
 }

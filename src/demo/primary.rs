@@ -52,15 +52,15 @@ pub struct Writer<I: IoCtx> {
 impl<I: IoCtx> PrimaryImage<I> {
     /// Creates a journaled, mirror-enabled primary image (its journal's first tag is ours)
     /// in pool `pool` of `rados`.
+    /// `io`: the pool (and namespace) to create the image in.
     pub async fn create<R: Rados<IoCtx = I>>(
         rados: &R,
-        pool: &str,
+        io: I,
         name: &str,
         global_id: &str,
         size: u64,
         order: u8,
     ) -> Result<Self, PrimaryError> {
-        let io = rados.ioctx(pool).await.map_err(RbdError::from)?;
         let writer =
             Writer::create(Arc::new(rados.clone()), io, name, global_id, size, order).await?;
         let id = writer.image.id().to_string();
@@ -346,10 +346,10 @@ impl<I: IoCtx> Writer<I> {
 }
 
 /// Takes the exclusive lock, waiting while another client (the daemon) holds it briefly and
-/// breaking a dead holder's lock, as librbd does.
+/// breaking the lock of a holder whose watch is gone, as librbd does.
 async fn acquire<I: IoCtx>(fence: &dyn Fence, image: &mut Image<I>) -> Result<(), RbdError> {
     loop {
-        match rbd::fencing::acquire(fence, None, image).await {
+        match rbd::fencing::acquire(fence, None, rbd::fencing::Dead::Unwatched, image).await {
             Err(RbdError::LockBusy { .. }) => {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await
             }

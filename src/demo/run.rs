@@ -45,8 +45,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<bool> {
     let mut images = Vec::new();
     for n in 0..args.images {
         let global = uuid::Uuid::new_v4().to_string();
-        let img =
-            PrimaryImage::create(&a, POOL, &format!("demo-{n}"), &global, 64 << 20, 22).await?;
+        let img = PrimaryImage::create(
+            &a,
+            a.ioctx(POOL).await?,
+            &format!("demo-{n}"),
+            &global,
+            64 << 20,
+            22,
+        )
+        .await?;
         // Data that predates mirroring: the daemon must sync it, not replay it.
         for i in 0..8u64 {
             img.writer()

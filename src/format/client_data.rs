@@ -171,6 +171,44 @@ impl Decode for ClientData {
     }
 }
 
+/// The journal client id of `rbd-relay check-prefix --hold`.
+pub const CHECK_HOLD_CLIENT_ID: &str = "rbd-relay-check-prefix";
+
+/// The data of `rbd-relay check-prefix`'s hold on a primary's journal: to librbd and
+/// rbd-mirror a CLI client (meta type 2, whose body they do not read: their decoders skip
+/// the rest of a frame), to us also the image size when the hold began, which the journal
+/// does not record and the reference image of the check must start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckHold {
+    pub image_size: u64,
+}
+
+impl Encode for CheckHold {
+    fn encode(&self, e: &mut Encoder) {
+        e.frame(CLIENT_DATA_VERSION, 1, |e| {
+            e.u32(2);
+            e.u64(self.image_size);
+        });
+    }
+}
+
+impl Decode for CheckHold {
+    const MIN_LEN: usize = 18;
+    fn decode(d: &mut Decoder) -> Result<Self> {
+        let mut f = d.frame("CheckHold", CLIENT_DATA_VERSION)?;
+        let b = &mut f.body;
+        match b.u32()? {
+            2 => Ok(CheckHold {
+                image_size: b.get()?,
+            }),
+            value => Err(super::codec::DecodeError::BadValue {
+                what: "CheckHold client meta type",
+                value: value.into(),
+            }),
+        }
+    }
+}
+
 wire_struct! {
     /// The last committed entry of the previous tag epoch.
     #[derive(Default)]
@@ -231,6 +269,19 @@ mod tests {
     const PEER_SEQS: &str = r#"020138000000 01000000 0c000000"10261b58f964" 01000000 5000000000000000 00000000
         01000000 0600000000000000 0400000000000000"#;
     const A: &str = "775c2cc6-9e0d-4f32-ad29-161a4c4d5768";
+
+    #[test]
+    fn check_hold_is_a_cli_client_to_ceph() {
+        let hold = CheckHold {
+            image_size: 64 << 20,
+        };
+        let raw = hold.to_bytes();
+        assert_eq!(CheckHold::from_bytes(raw.clone()).unwrap(), hold);
+        // What librbd (and our own ClientData) read of it: a CLI client.
+        assert_eq!(ClientData::from_bytes(raw).unwrap(), ClientData::Cli);
+        let image = hex(IMAGE_META);
+        assert!(CheckHold::from_bytes(image).is_err());
+    }
 
     #[test]
     fn golden_client_data() {

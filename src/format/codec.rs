@@ -52,6 +52,12 @@ pub enum DecodeError {
     TrailingBytes { count: usize },
     #[error("journal entry at offset {offset}: bad preamble {found:#018x}")]
     BadPreamble { offset: usize, found: u64 },
+    #[error("journal entry at offset {offset}: version {found}, not 1")]
+    BadEntryVersion { offset: usize, found: u8 },
+    #[error(
+        "journal entry at offset {offset}: payload length {len} exceeds the {max} bytes an entry of this journal can hold"
+    )]
+    EntryTooLong { offset: usize, len: u32, max: u32 },
     #[error(
         "journal entry at offset {offset}: crc {computed:#010x} does not match stored {stored:#010x}"
     )]
@@ -67,13 +73,13 @@ impl DecodeError {
     pub fn code(&self) -> &'static str {
         match self {
             DecodeError::Truncated { .. } => "truncated",
-            DecodeError::BadLength { .. } => "bad_length",
+            DecodeError::BadLength { .. } | DecodeError::EntryTooLong { .. } => "bad_length",
             DecodeError::IncompatibleVersion { .. } | DecodeError::UnsupportedVersion { .. } => {
                 "version"
             }
             DecodeError::BadValue { .. } | DecodeError::InvalidUtf8 { .. } => "bad_value",
             DecodeError::TrailingBytes { .. } => "trailing",
-            DecodeError::BadPreamble { .. } => "bad_preamble",
+            DecodeError::BadPreamble { .. } | DecodeError::BadEntryVersion { .. } => "bad_preamble",
             DecodeError::BadCrc { .. } => "bad_crc",
         }
     }

@@ -10,7 +10,10 @@
 //! the read may have raced an append or been short, so the scanner stops and reports where
 //! the tail starts for the caller to re-read later. A complete record with a wrong preamble,
 //! version or CRC is corruption: a typed error naming its offset (invariant 4: the image
-//! fails, the daemon carries on). Payloads are `Bytes` slices of the input, never copies.
+//! fails, the daemon carries on). So is a length no entry of the journal can have (librbd
+//! never appends a payload above `2^order - OVERHEAD`): waiting for it to complete would
+//! stall the image forever, and reading it in would allocate what the field claims.
+//! Payloads are `Bytes` slices of the input, never copies.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -68,6 +71,14 @@ impl Entry {
     }
 }
 
+/// The largest payload an entry of a journal with objects of `object_size` bytes carries:
+/// librbd's journaler caps appends at the object size less the framing
+/// (`Journaler::get_max_append_size`).
+pub fn max_data_len(object_size: u64) -> u32 {
+    let max = object_size.saturating_sub(OVERHEAD as u64);
+    u32::try_from(max).unwrap_or(u32::MAX)
+}
+
 /// A record found by the scanner, with where it starts in the scanned buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScannedEntry {
@@ -85,6 +96,10 @@ pub struct EntryScanner {
     buf: Bytes,
     pos: usize,
     failed: bool,
+    /// Where `buf` starts in its object: offsets in errors are object offsets.
+    base: usize,
+    /// The largest payload a record may announce.
+    max_data_len: u32,
 }
 
 fn le_u64(b: &[u8], at: usize) -> Option<u64> {
@@ -96,11 +111,20 @@ fn le_u32(b: &[u8], at: usize) -> Option<u32> {
 }
 
 impl EntryScanner {
+    /// A scanner that accepts any length (a longer one is a tail still being written).
     pub fn new(buf: Bytes) -> Self {
+        Self::in_object(buf, 0, u32::MAX)
+    }
+
+    /// A scanner of bytes read from byte `base` of a journal object whose entries carry at
+    /// most `max_data_len` payload bytes ([`max_data_len`]).
+    pub fn in_object(buf: Bytes, base: usize, max_data_len: u32) -> Self {
         EntryScanner {
             buf,
             pos: 0,
             failed: false,
+            base,
+            max_data_len,
         }
     }
 
@@ -111,8 +135,8 @@ impl EntryScanner {
 
     /// Parses the record at `self.pos`: `Ok(None)` if it is incomplete.
     fn parse(&self) -> Result<Option<(Entry, usize)>> {
-        let offset = self.pos;
-        let rest = self.buf.get(offset..).unwrap_or_default();
+        let rest = self.buf.get(self.pos..).unwrap_or_default();
+        let offset = self.base.saturating_add(self.pos);
         // A preamble that is present must be right, even if the record is incomplete.
         let Some(preamble) = le_u64(rest, 0) else {
             return Ok(None);
@@ -127,9 +151,9 @@ impl EntryScanner {
             return Ok(None);
         };
         if version != VERSION {
-            return Err(DecodeError::BadValue {
-                what: "journal entry version",
-                value: version.into(),
+            return Err(DecodeError::BadEntryVersion {
+                offset,
+                found: version,
             });
         }
         let (Some(entry_tid), Some(tag_tid), Some(len)) =
@@ -137,6 +161,13 @@ impl EntryScanner {
         else {
             return Ok(None);
         };
+        if len > self.max_data_len {
+            return Err(DecodeError::EntryTooLong {
+                offset,
+                len,
+                max: self.max_data_len,
+            });
+        }
         let data_end = HEADER_LEN.saturating_add(len as usize);
         let Some(stored) = le_u32(rest, data_end) else {
             return Ok(None);
@@ -152,7 +183,7 @@ impl EntryScanner {
                 computed,
             });
         }
-        let data = self.buf.slice(offset + HEADER_LEN..offset + data_end);
+        let data = self.buf.slice(self.pos + HEADER_LEN..self.pos + data_end);
         Ok(Some((
             Entry {
                 entry_tid,
@@ -390,7 +421,7 @@ pub(crate) mod tests {
         bad[second + 8] = 2; // version
         assert!(matches!(
             scan_entries(Bytes::from(bad)),
-            Err(DecodeError::BadValue { .. })
+            Err(DecodeError::BadEntryVersion { offset, found: 2 }) if offset == second
         ));
     }
 
@@ -410,6 +441,43 @@ pub(crate) mod tests {
         let scan = scan_entries(Bytes::from(rec)).unwrap();
         assert!(scan.entries.is_empty());
         assert_eq!(scan.tail_offset, 0);
+    }
+
+    #[test]
+    fn a_length_no_entry_can_have_is_corruption_not_a_tail() {
+        let mut rec = hex(GOLDEN[0].1).to_vec();
+        rec[25..29].copy_from_slice(&u32::MAX.to_le_bytes());
+        let max = max_data_len(4096);
+        assert_eq!(max, 4096 - 33);
+        let mut s = EntryScanner::in_object(Bytes::from(rec), 8192, max);
+        assert_eq!(
+            s.next(),
+            Some(Err(DecodeError::EntryTooLong {
+                offset: 8192,
+                len: u32::MAX,
+                max
+            }))
+        );
+        // The largest allowed length is still a tail to wait for.
+        let mut rec = hex(GOLDEN[0].1).to_vec();
+        rec[25..29].copy_from_slice(&max.to_le_bytes());
+        let mut s = EntryScanner::in_object(Bytes::from(rec), 0, max);
+        assert_eq!(s.next(), None);
+        assert_eq!(s.tail_offset(), 0);
+    }
+
+    #[test]
+    fn offsets_count_from_the_base() {
+        let obj = golden_object();
+        let second = hex(GOLDEN[0].1).len();
+        let mut bad = obj.to_vec();
+        bad[second + HEADER_LEN] ^= 1;
+        let s = EntryScanner::in_object(Bytes::from(bad), 1000, u32::MAX);
+        let errors: Vec<_> = s.filter_map(Result::err).collect();
+        assert!(
+            matches!(errors[..], [DecodeError::BadCrc { offset, .. }] if offset == 1000 + second),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub enum JournalError {
         journal: String,
         source: player::PlayError,
     },
+    /// The header contradicts itself (e.g. an active set below the minimum set): nothing
+    /// read by it can be placed in order.
+    #[error("journal {journal}: impossible header: {reason}")]
+    BadHeader { journal: String, reason: String },
     #[error("{object}: an entry of {len} bytes cannot fit objects of {max} bytes")]
     EntryTooLarge {
         object: String,
@@ -58,7 +62,19 @@ impl JournalError {
                 source: player::PlayError::Decode { source, .. },
                 ..
             } => source.code(),
-            JournalError::Play { .. } => "gap",
+            JournalError::Play {
+                source: player::PlayError::Gap { .. },
+                ..
+            } => "gap",
+            JournalError::Play {
+                source: player::PlayError::Truncated { .. },
+                ..
+            } => "truncated",
+            JournalError::Play {
+                source: player::PlayError::EmptySet { .. },
+                ..
+            } => "bad_header",
+            JournalError::BadHeader { .. } => "bad_header",
             JournalError::Disconnected { .. } => "disconnected",
         }
     }

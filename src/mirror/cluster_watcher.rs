@@ -6,10 +6,12 @@
 //!     mode (cls mirror_mode_get) ──(disabled)──► stop its pool replayers, unwatch
 //!        | enabled
 //!     WATCH rbd_mirroring (kept: it also makes our image statuses "up")
+//!     JOIN the pool's instances (kept while mirroring is enabled; see `instances`)
 //!     PEERS (peer list, rx or rx-tx only) + their mon host / key from config-key
 //!     reconcile: start a PoolReplayer per new peer, stop those of peers gone or changed
-//!  rbd_mirroring notify ModeUpdated ──► REFRESH_POOL (that pool)
+//!  rbd_mirroring notify ModeUpdated (or undecodable) ──► REFRESH_POOL (that pool)
 //!  watch error ──► drop the watch ──► REFRESH_POOL (re-watch, re-read everything)
+//!  mode or peers undecodable ──► pool error (status, metric); what runs keeps running
 //!  refresh interval ──► REFRESH_POOLS
 //! ```
 //! Ceph notifies `rbd_mirroring` for mode and image changes only; peer changes, the site
@@ -19,11 +21,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::instances::{self, Membership};
 use super::peer::{PeerSite, pool_peers};
 use super::pool_replayer::{self, PoolReplayerArgs};
+use super::registry::PoolKey;
 use super::{Connector, Env};
 use crate::cls::{self, ClsError};
 use crate::format::Decode;
@@ -32,13 +36,32 @@ use crate::format::notify::MirroringNotify;
 use crate::metrics::{self, Source};
 use crate::rados::{AckMode, IoCtx, Rados, WatchEvent};
 
+/// The registry key of a local pool's own errors (no peer involved).
+fn local_key(pool: &str) -> PoolKey {
+    PoolKey {
+        pool: pool.to_string(),
+        peer: String::new(),
+    }
+}
+
 /// Config-key holding this site's name (`rbd mirror pool enable --site-name`).
 const SITE_NAME_KEY: &str = "rbd/mirror/site_name";
 
 struct PoolState {
     name: String,
     watch: Option<u64>,
+    /// Our registration among the pool's instances, while mirroring is enabled.
+    instances: Option<(CancellationToken, watch::Receiver<Membership>)>,
     replayers: HashMap<PeerSite, CancellationToken>,
+}
+
+impl PoolState {
+    fn stop(&mut self) {
+        self.replayers.values().for_each(CancellationToken::cancel);
+        if let Some((token, _)) = self.instances.take() {
+            token.cancel();
+        }
+    }
 }
 
 pub struct ClusterWatcher<R: Rados, C> {
@@ -51,6 +74,7 @@ pub struct ClusterWatcher<R: Rados, C> {
 impl<R: Rados, C: Connector<Rados = R>> ClusterWatcher<R, C> {
     pub fn new(env: Env<R, C>) -> Self {
         let (events_tx, events) = mpsc::channel(64);
+        metrics::queue(metrics::Queue::PoolEvents, &events_tx);
         ClusterWatcher {
             env,
             pools: BTreeMap::new(),
@@ -70,10 +94,8 @@ impl<R: Rados, C: Connector<Rados = R>> ClusterWatcher<R, C> {
                 Some((pool_id, ev)) = self.events.recv() => self.on_event(pool_id, ev, &cancel).await,
             }
         }
-        for (pool_id, state) in std::mem::take(&mut self.pools) {
-            for token in state.replayers.values() {
-                token.cancel();
-            }
+        for (pool_id, mut state) in std::mem::take(&mut self.pools) {
+            state.stop();
             if let (Some(cookie), Ok(io)) = (state.watch, self.env.local.ioctx_by_id(pool_id).await)
             {
                 let _ = io.unwatch(cookie).await;
@@ -88,7 +110,11 @@ impl<R: Rados, C: Connector<Rados = R>> ClusterWatcher<R, C> {
                 // Local image updates concern the replayers' own images; the peers' image
                 // lists come from the remote pools.
                 Ok(_) => {}
-                Err(e) => tracing::warn!(pool_id, %e, "undecodable rbd_mirroring notification"),
+                // Whatever it meant, re-reading everything cannot miss it.
+                Err(e) => {
+                    tracing::warn!(pool_id, %e, "undecodable rbd_mirroring notification");
+                    self.refresh_pool(pool_id, cancel).await;
+                }
             },
             WatchEvent::Lagged => self.refresh_pool(pool_id, cancel).await,
             WatchEvent::Error(errno) => {
@@ -116,14 +142,15 @@ impl<R: Rados, C: Connector<Rados = R>> ClusterWatcher<R, C> {
             .copied()
             .collect();
         for id in gone {
-            if let Some(state) = self.pools.remove(&id) {
-                state.replayers.values().for_each(CancellationToken::cancel);
+            if let Some(mut state) = self.pools.remove(&id) {
+                state.stop();
             }
         }
         for (id, name) in pools {
             self.pools.entry(id).or_insert_with(|| PoolState {
                 name,
                 watch: None,
+                instances: None,
                 replayers: HashMap::new(),
             });
             self.refresh_pool(id, cancel).await;
@@ -137,12 +164,33 @@ impl<R: Rados, C: Connector<Rados = R>> ClusterWatcher<R, C> {
         match self.read_pool(pool_id).await {
             Ok(Some((peers, site_name))) => {
                 self.ensure_watch(pool_id).await;
+                self.ensure_instances(pool_id, cancel).await;
                 self.reconcile(pool_id, &name, peers, site_name, cancel);
             }
-            Ok(None) => self.reconcile(pool_id, &name, Vec::new(), String::new(), cancel),
+            Ok(None) => {
+                self.reconcile(pool_id, &name, Vec::new(), String::new(), cancel);
+                if let Some((token, _)) = self
+                    .pools
+                    .get_mut(&pool_id)
+                    .and_then(|p| p.instances.take())
+                {
+                    token.cancel();
+                }
+            }
             // Unreachable for now: keep what runs; the next event or refresh retries.
-            Err(e) => tracing::warn!(pool = %name, %e, "reading mirroring configuration"),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(pool = %name, %e, "reading mirroring configuration")
+            }
+            // Undecodable: keep what runs too, and say so until a read succeeds.
+            Err(e) => {
+                let text = format!("cannot read the pool's mirroring configuration: {e}");
+                self.env
+                    .registry
+                    .pool_health(&local_key(&name), Some((text, e.code())));
+                return;
+            }
         }
+        self.env.registry.pool_health(&local_key(&name), None);
     }
 
     /// `None` when mirroring is disabled (or never enabled) in the pool.
@@ -191,6 +239,32 @@ impl<R: Rados, C: Connector<Rados = R>> ClusterWatcher<R, C> {
         }
     }
 
+    async fn ensure_instances(&mut self, pool_id: i64, cancel: &CancellationToken) {
+        if self
+            .pools
+            .get(&pool_id)
+            .is_none_or(|p| p.instances.is_some())
+        {
+            return;
+        }
+        let io = match self.env.local.ioctx_by_id(pool_id).await {
+            Ok(io) => io,
+            Err(e) => return tracing::warn!(pool_id, %e, "opening pool"),
+        };
+        let token = cancel.child_token();
+        let membership = instances::spawn(
+            self.env.local.clone(),
+            io,
+            self.env.settings.instances,
+            self.env.registry.clone(),
+            &self.env.tasks,
+            token.clone(),
+        );
+        if let Some(p) = self.pools.get_mut(&pool_id) {
+            p.instances = Some((token, membership));
+        }
+    }
+
     fn reconcile(
         &mut self,
         pool_id: i64,
@@ -210,6 +284,9 @@ impl<R: Rados, C: Connector<Rados = R>> ClusterWatcher<R, C> {
             }
             keep
         });
+        let Some((_, membership)) = &state.instances else {
+            return; // mirroring disabled: no peers either
+        };
         for peer in peers {
             if state.replayers.contains_key(&peer) {
                 continue;
@@ -221,6 +298,7 @@ impl<R: Rados, C: Connector<Rados = R>> ClusterWatcher<R, C> {
                 pool: pool.to_string(),
                 peer: peer.clone(),
                 site_name: site_name.clone(),
+                membership: membership.clone(),
             };
             pool_replayer::spawn(self.env.clone(), args, token.clone());
             state.replayers.insert(peer, token);

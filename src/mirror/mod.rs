@@ -4,16 +4,21 @@
 //!
 //! ```text
 //!  Daemon::run ── ClusterWatcher (local rbd_mirroring: mode, peers; watched)
+//!                   ├─ Instances per pool (the site's daemons: join, liveness, fencing)
 //!                   └─ PoolReplayer per pool × peer (connects the peer)
 //!                        ├─ PoolWatcher (remote rbd_mirroring: mirrored images; watched)
-//!                        └─ ImageReplayer per image: bootstrap → [image sync] → replay
+//!                        └─ ImageReplayer per image this instance owns (assignment):
+//!                             bootstrap → [image sync] → replay
 //! ```
 //! Each actor owns its state; parents hold children's cancel tokens; everything runs on
 //! one `TaskTracker` so shutdown waits for every actor to commit and publish its last
 //! status. What the actors publish for `rbd-relay status` lives in the [`Registry`].
 
+pub mod assignment;
+pub mod balance;
 pub mod cluster_watcher;
 pub mod image_replayer;
+pub mod instances;
 pub mod peer;
 pub mod pool_replayer;
 pub mod pool_watcher;
@@ -72,6 +77,18 @@ impl<R: Rados, C: Connector<Rados = R>> Env<R, C> {
             tasks: TaskTracker::new(),
             registry: Arc::new(Registry::default()),
             prefetch,
+        }
+    }
+}
+
+impl<R: Rados, C> Env<R, C> {
+    /// The same daemon on a new local client (the old one was blocklisted): settings,
+    /// registry and budgets carry over; the old round's tasks have all ended.
+    pub fn reconnected(self, local: R) -> Self {
+        Env {
+            local,
+            tasks: TaskTracker::new(),
+            ..self
         }
     }
 }

@@ -1,8 +1,9 @@
 //! What the actors publish about themselves, for `rbd-relay status`, the admin socket and
 //! the demo: one [`ImageView`] per image replayer, written only by that replayer, read by
 //! anyone; each image replayer's [`Control`] and each running pool replayer, so that admin
-//! commands exist exactly while their image or pool does. Read-mostly `DashMap`s, per
-//! design.md's one exception to "no shared mutable state".
+//! commands exist exactly while their image or pool does; each pool's instances (who else
+//! serves it, who leads). Read-mostly `DashMap`s, per design.md's one exception to "no
+//! shared mutable state".
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,6 +13,7 @@ use dashmap::DashMap;
 use serde::Serialize;
 
 use super::image_replayer::Control;
+use super::instances::Membership;
 
 /// Identifies an image replayer: local pool, namespace and global image id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -97,12 +99,30 @@ pub struct Registry {
     controls: DashMap<ImageKey, Arc<Control>>,
     pools: DashMap<PoolKey, ()>,
     held: Mutex<HashSet<Held>>,
+    /// Per local pool name: the instances serving it.
+    instances: DashMap<String, Membership>,
+    /// Pool-level failures by pool and what failed: `peer` names the peer site whose pool
+    /// could not be listed, or is empty for the local pool's own mirroring settings.
+    pool_errors: DashMap<PoolKey, String>,
+    /// Poked on every membership change and pool error change (the service map status
+    /// shows the leader and the pools' callouts).
+    status_changed: tokio::sync::Notify,
+    /// Fired when an instance finds this daemon's local client blocklisted.
+    fenced: tokio::sync::Notify,
+    /// Counts `rbd mirror leader release` requests; every pool's instance watches it.
+    leader_releases: tokio::sync::watch::Sender<u64>,
 }
 
 /// Keeps a pool replayer listed while alive.
 pub struct PoolEntry {
     registry: Arc<Registry>,
     key: PoolKey,
+}
+
+impl PoolEntry {
+    pub fn key(&self) -> &PoolKey {
+        &self.key
+    }
 }
 
 impl Drop for PoolEntry {
@@ -181,14 +201,87 @@ impl Registry {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Every image, sorted by key.
-    pub fn snapshot(&self) -> Vec<(ImageKey, ImageView)> {
-        let mut all: Vec<_> = self
-            .images
-            .iter()
+    pub fn publish_instances(&self, pool: &str, membership: Membership) {
+        self.instances.insert(pool.to_string(), membership);
+        self.status_changed.notify_one();
+    }
+
+    pub fn remove_instances(&self, pool: &str) {
+        self.instances.remove(pool);
+        self.status_changed.notify_one();
+    }
+
+    /// Records how reading a pool's mirroring state went: a failure (its text and bounded
+    /// code) is logged, counted, and shown in the service map (`rbd mirror pool status`
+    /// reports the daemon's health as ERROR with the text as a callout) and in `rbd mirror
+    /// status` until a read succeeds. The pool's images keep replicating meanwhile.
+    pub fn pool_health(&self, key: &PoolKey, failure: Option<(String, &'static str)>) {
+        let changed = match failure {
+            Some((text, code)) => {
+                tracing::error!(pool = %key.pool, peer = %key.peer, error = %text, "pool error");
+                crate::metrics::pool_error(&key.pool, code);
+                self.pool_errors.insert(key.clone(), text.clone()) != Some(text)
+            }
+            None => self.pool_errors.remove(key).is_some(),
+        };
+        if changed {
+            self.status_changed.notify_one();
+        }
+    }
+
+    /// The pool errors of local pool `pool`, by what failed.
+    pub fn pool_errors(&self, pool: &str) -> Vec<(PoolKey, String)> {
+        let mut all: Vec<_> = (self.pool_errors.iter())
+            .filter(|e| e.key().pool == pool)
             .map(|e| (e.key().clone(), e.value().clone()))
             .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.sort();
         all
     }
+
+    /// Every pool's membership, sorted by pool name.
+    pub fn instances(&self) -> Vec<(String, Membership)> {
+        sorted(&self.instances)
+    }
+
+    /// Resolves after the next membership or pool error change (one waiter: the service
+    /// map status).
+    pub async fn status_changed(&self) {
+        self.status_changed.notified().await;
+    }
+
+    /// Our local client was blocklisted: the daemon restarts its work on a new one.
+    pub fn fenced_here(&self) {
+        self.fenced.notify_waiters();
+    }
+
+    /// Resolves when [`Self::fenced_here`] is called (no permit is stored: a round that
+    /// already ended cannot restart the next one).
+    pub async fn fenced(&self) {
+        self.fenced.notified().await;
+    }
+
+    /// Asks this daemon's instances to give leadership to another instance.
+    pub fn release_leadership(&self) {
+        self.leader_releases.send_modify(|n| *n += 1);
+    }
+
+    pub fn leader_releases(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.leader_releases.subscribe()
+    }
+
+    /// Every image, sorted by key.
+    pub fn snapshot(&self) -> Vec<(ImageKey, ImageView)> {
+        sorted(&self.images)
+    }
+}
+
+/// A copy of a map's entries, sorted by key (readers get a stable order).
+fn sorted<K: Ord + Clone + std::hash::Hash, V: Clone>(map: &DashMap<K, V>) -> Vec<(K, V)> {
+    let mut all: Vec<_> = map
+        .iter()
+        .map(|e| (e.key().clone(), e.value().clone()))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
 }

@@ -93,7 +93,8 @@ impl fmt::Debug for Errno {
     }
 }
 
-/// Which kind of call failed; a bounded label for metrics.
+/// Which kind of call it is (or failed); a bounded label for metrics. A new kind goes
+/// last, and into [`RadosOp::ALL`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RadosOp {
     Connect,
@@ -119,6 +120,30 @@ pub enum RadosOp {
 }
 
 impl RadosOp {
+    /// Every kind, in declaration order (`ALL[op as usize] == op`): the metrics layer
+    /// registers one counter per kind up front and indexes it without a lookup.
+    pub const ALL: [RadosOp; 19] = [
+        RadosOp::Connect,
+        RadosOp::PoolLookup,
+        RadosOp::PoolList,
+        RadosOp::Read,
+        RadosOp::Write,
+        RadosOp::Exec,
+        RadosOp::Watch,
+        RadosOp::WatchCheck,
+        RadosOp::Unwatch,
+        RadosOp::Notify,
+        RadosOp::NotifyAck,
+        RadosOp::SnapCreate,
+        RadosOp::SnapRemove,
+        RadosOp::SnapRollback,
+        RadosOp::List,
+        RadosOp::ConfigKey,
+        RadosOp::Blocklist,
+        RadosOp::MirrorDemote,
+        RadosOp::MirrorPromote,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             RadosOp::Connect => "connect",
@@ -186,3 +211,16 @@ impl RadosError {
 }
 
 pub type RadosResult<T> = Result<T, RadosError>;
+
+#[cfg(test)]
+mod tests {
+    use super::RadosOp;
+
+    #[test]
+    fn all_is_indexed_by_discriminant() {
+        for (i, op) in RadosOp::ALL.into_iter().enumerate() {
+            assert_eq!(op as usize, i, "{op}");
+        }
+        assert_eq!(RadosOp::ALL.len(), RadosOp::MirrorPromote as usize + 1);
+    }
+}

@@ -1,5 +1,6 @@
 //! Fault injection over any backend: a [`Rados`] / [`IoCtx`] wrapper that fails chosen
-//! operations with chosen errnos and drops, duplicates or delays watch notifications.
+//! operations with chosen errnos, hangs them as a down OSD does, and drops, duplicates or
+//! delays watch notifications.
 //! Tests use it on both backends to prove the invariants that do not depend on luck: a lost
 //! or duplicated notification changes latency, never the result; transient errors are
 //! retried with backoff; permanent ones fail one image.
@@ -42,6 +43,10 @@ pub struct NotifyFaults {
 #[derive(Debug)]
 struct Plan {
     ops: Vec<OpFault>,
+    /// See [`Faults::hang`]: object prefix and how long each call waits.
+    hang: Option<(String, Duration)>,
+    /// See [`Faults::delay`]: op, object prefix and how long each call waits.
+    delays: Vec<(RadosOp, String, Duration)>,
     notify: NotifyFaults,
     rng: u64,
     injected: u64,
@@ -55,6 +60,8 @@ impl Faults {
     pub fn new(seed: u64) -> Self {
         Faults(Arc::new(Mutex::new(Plan {
             ops: Vec::new(),
+            hang: None,
+            delays: Vec::new(),
             notify: NotifyFaults::default(),
             rng: seed | 1,
             injected: 0,
@@ -65,6 +72,19 @@ impl Faults {
         self.lock().ops.push(fault);
     }
 
+    /// Every call about an object starting with `object_prefix` (calls about no object, such
+    /// as unwatch, included when it is empty) waits `after` and fails with `ETIMEDOUT`, as a
+    /// client with an OSD op timeout sees an OSD that is down, until [`Self::clear`].
+    pub fn hang(&self, object_prefix: &str, after: Duration) {
+        self.lock().hang = Some((object_prefix.to_string(), after));
+    }
+
+    /// Every `op` about an object starting with `object_prefix` waits `by`, then goes
+    /// through, as on a slow OSD: opens a race window at a chosen step.
+    pub fn delay(&self, op: RadosOp, object_prefix: &str, by: Duration) {
+        self.lock().delays.push((op, object_prefix.to_string(), by));
+    }
+
     pub fn set_notify(&self, notify: NotifyFaults) {
         self.lock().notify = notify;
     }
@@ -73,6 +93,8 @@ impl Faults {
     pub fn clear(&self) {
         let mut plan = self.lock();
         plan.ops.clear();
+        plan.hang = None;
+        plan.delays.clear();
         plan.notify = NotifyFaults::default();
     }
 
@@ -86,7 +108,26 @@ impl Faults {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn check(&self, op: RadosOp, object: &str) -> RadosResult<()> {
+    /// The plan's verdict on one call: a hang first (the lock is not held while waiting).
+    async fn check(&self, op: RadosOp, object: &str) -> RadosResult<()> {
+        let delay = self.lock().delays.iter().find_map(|(o, prefix, by)| {
+            (*o == op && object.starts_with(prefix.as_str())).then_some(*by)
+        });
+        if let Some(by) = delay {
+            tokio::time::sleep(by).await;
+        }
+        let hang = self.lock().hang.clone();
+        if let Some((prefix, after)) = hang
+            && object.starts_with(&prefix)
+        {
+            tokio::time::sleep(after).await;
+            self.lock().injected += 1;
+            return Err(RadosError::new(op, object, Errno::ETIMEDOUT));
+        }
+        self.fail_now(op, object)
+    }
+
+    fn fail_now(&self, op: RadosOp, object: &str) -> RadosResult<()> {
         let mut plan = self.lock();
         let hit = plan.ops.iter_mut().find(|f| {
             f.op == op && object.starts_with(&f.object_prefix) && (f.skip > 0 || f.times > 0)
@@ -151,10 +192,7 @@ impl<R: Rados> FaultyRados<R> {
     }
 
     fn wrap(&self, io: R::IoCtx) -> FaultyIoCtx<R::IoCtx> {
-        FaultyIoCtx {
-            inner: io,
-            faults: self.faults.clone(),
-        }
+        FaultyIoCtx::new(io, self.faults.clone())
     }
 }
 
@@ -163,20 +201,21 @@ impl<R: Rados> Rados for FaultyRados<R> {
     type IoCtx = FaultyIoCtx<R::IoCtx>;
 
     async fn ioctx(&self, pool: &str) -> RadosResult<Self::IoCtx> {
-        self.faults.check(RadosOp::PoolLookup, pool)?;
+        self.faults.check(RadosOp::PoolLookup, pool).await?;
         Ok(self.wrap(self.inner.ioctx(pool).await?))
     }
     async fn ioctx_by_id(&self, pool_id: i64) -> RadosResult<Self::IoCtx> {
         self.faults
-            .check(RadosOp::PoolLookup, &pool_id.to_string())?;
+            .check(RadosOp::PoolLookup, &pool_id.to_string())
+            .await?;
         Ok(self.wrap(self.inner.ioctx_by_id(pool_id).await?))
     }
     async fn pool_lookup(&self, pool: &str) -> RadosResult<i64> {
-        self.faults.check(RadosOp::PoolLookup, pool)?;
+        self.faults.check(RadosOp::PoolLookup, pool).await?;
         self.inner.pool_lookup(pool).await
     }
     async fn pool_list(&self) -> RadosResult<Vec<(i64, String)>> {
-        self.faults.check(RadosOp::PoolList, "")?;
+        self.faults.check(RadosOp::PoolList, "").await?;
         self.inner.pool_list().await
     }
     fn fsid(&self) -> String {
@@ -189,15 +228,15 @@ impl<R: Rados> Rados for FaultyRados<R> {
         self.inner.client_addr()
     }
     async fn blocklist_add(&self, addr: &str, expire: Duration) -> RadosResult<()> {
-        self.faults.check(RadosOp::Blocklist, addr)?;
+        self.faults.check(RadosOp::Blocklist, addr).await?;
         self.inner.blocklist_add(addr, expire).await
     }
     async fn config_key_get(&self, key: &str) -> RadosResult<Bytes> {
-        self.faults.check(RadosOp::ConfigKey, key)?;
+        self.faults.check(RadosOp::ConfigKey, key).await?;
         self.inner.config_key_get(key).await
     }
     async fn config_key_set(&self, key: &str, value: Bytes) -> RadosResult<()> {
-        self.faults.check(RadosOp::ConfigKey, key)?;
+        self.faults.check(RadosOp::ConfigKey, key).await?;
         self.inner.config_key_set(key, value).await
     }
 }
@@ -207,6 +246,12 @@ impl<R: Rados> Rados for FaultyRados<R> {
 pub struct FaultyIoCtx<I> {
     inner: I,
     faults: Faults,
+}
+
+impl<I> FaultyIoCtx<I> {
+    pub fn new(inner: I, faults: Faults) -> Self {
+        FaultyIoCtx { inner, faults }
+    }
 }
 
 #[async_trait]
@@ -226,16 +271,28 @@ impl<I: IoCtx> IoCtx for FaultyIoCtx<I> {
             faults: self.faults.clone(),
         }
     }
+    async fn pool_by_id(&self, pool_id: i64) -> RadosResult<Self> {
+        Ok(FaultyIoCtx {
+            inner: self.inner.pool_by_id(pool_id).await?,
+            faults: self.faults.clone(),
+        })
+    }
+    async fn pool_by_name(&self, name: &str) -> RadosResult<Self> {
+        Ok(FaultyIoCtx {
+            inner: self.inner.pool_by_name(name).await?,
+            faults: self.faults.clone(),
+        })
+    }
     async fn operate_write(&self, oid: &str, op: WriteOp) -> RadosResult<u64> {
-        self.faults.check(RadosOp::Write, oid)?;
+        self.faults.check(RadosOp::Write, oid).await?;
         self.inner.operate_write(oid, op).await
     }
     async fn operate_read(&self, oid: &str, op: ReadOp) -> RadosResult<ReadReply> {
-        self.faults.check(RadosOp::Read, oid)?;
+        self.faults.check(RadosOp::Read, oid).await?;
         self.inner.operate_read(oid, op).await
     }
     async fn watch_with(&self, oid: &str, ack: AckMode) -> RadosResult<Watch> {
-        self.faults.check(RadosOp::Watch, oid)?;
+        self.faults.check(RadosOp::Watch, oid).await?;
         let mut inner = self.inner.watch_with(oid, ack).await?;
         let (tx, outer) = Watch::channel(inner.cookie, AckMode::Consumer);
         let (faults, io, oid) = (self.faults.clone(), self.inner.clone(), oid.to_string());
@@ -276,11 +333,11 @@ impl<I: IoCtx> IoCtx for FaultyIoCtx<I> {
         Ok(outer)
     }
     async fn unwatch(&self, cookie: u64) -> RadosResult<()> {
-        self.faults.check(RadosOp::Unwatch, "")?;
+        self.faults.check(RadosOp::Unwatch, "").await?;
         self.inner.unwatch(cookie).await
     }
     async fn watch_check(&self, cookie: u64) -> RadosResult<Duration> {
-        self.faults.check(RadosOp::WatchCheck, "")?;
+        self.faults.check(RadosOp::WatchCheck, "").await?;
         self.inner.watch_check(cookie).await
     }
     async fn notify(
@@ -289,7 +346,7 @@ impl<I: IoCtx> IoCtx for FaultyIoCtx<I> {
         payload: Bytes,
         timeout: Duration,
     ) -> RadosResult<NotifyReply> {
-        self.faults.check(RadosOp::Notify, oid)?;
+        self.faults.check(RadosOp::Notify, oid).await?;
         self.inner.notify(oid, payload, timeout).await
     }
     async fn notify_ack(
@@ -299,15 +356,15 @@ impl<I: IoCtx> IoCtx for FaultyIoCtx<I> {
         cookie: u64,
         reply: Bytes,
     ) -> RadosResult<()> {
-        self.faults.check(RadosOp::NotifyAck, oid)?;
+        self.faults.check(RadosOp::NotifyAck, oid).await?;
         self.inner.notify_ack(oid, notify_id, cookie, reply).await
     }
     async fn selfmanaged_snap_create(&self) -> RadosResult<SnapId> {
-        self.faults.check(RadosOp::SnapCreate, "")?;
+        self.faults.check(RadosOp::SnapCreate, "").await?;
         self.inner.selfmanaged_snap_create().await
     }
     async fn selfmanaged_snap_remove(&self, snap: SnapId) -> RadosResult<()> {
-        self.faults.check(RadosOp::SnapRemove, "")?;
+        self.faults.check(RadosOp::SnapRemove, "").await?;
         self.inner.selfmanaged_snap_remove(snap).await
     }
     async fn selfmanaged_snap_rollback(
@@ -316,11 +373,11 @@ impl<I: IoCtx> IoCtx for FaultyIoCtx<I> {
         snap: SnapId,
         snapc: &SnapContext,
     ) -> RadosResult<()> {
-        self.faults.check(RadosOp::SnapRollback, oid)?;
+        self.faults.check(RadosOp::SnapRollback, oid).await?;
         self.inner.selfmanaged_snap_rollback(oid, snap, snapc).await
     }
     async fn list_objects(&self) -> RadosResult<Vec<String>> {
-        self.faults.check(RadosOp::List, "")?;
+        self.faults.check(RadosOp::List, "").await?;
         self.inner.list_objects().await
     }
 }

@@ -139,6 +139,7 @@ pub struct WatchSender {
 impl Watch {
     pub fn channel(cookie: u64, ack: AckMode) -> (WatchSender, Watch) {
         let (tx, rx) = mpsc::channel(WATCH_QUEUE);
+        crate::metrics::queue(crate::metrics::Queue::Watch, &tx);
         let flags = Arc::new(WatchFlags::default());
         let watch = Watch {
             cookie,
@@ -242,6 +243,10 @@ pub trait IoCtx: Clone + Send + Sync + 'static {
     fn namespace(&self) -> &str;
     /// The same pool in another RADOS namespace (`""` is the default one).
     fn with_namespace(&self, namespace: &str) -> Self;
+    /// Another pool of the same cluster, in this namespace: an image's data pool.
+    async fn pool_by_id(&self, pool_id: i64) -> RadosResult<Self>;
+    /// As [`Self::pool_by_id`], by name; `ENOENT` if the cluster has no such pool.
+    async fn pool_by_name(&self, name: &str) -> RadosResult<Self>;
 
     /// Runs an atomic compound write; returns the object's new version.
     async fn operate_write(&self, oid: &str, op: WriteOp) -> RadosResult<u64>;

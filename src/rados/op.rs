@@ -8,6 +8,8 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
+use super::RadosOp;
+
 /// Snapshot id; `NOSNAP` means the object's head.
 pub type SnapId = u64;
 pub const NOSNAP: SnapId = 0xffff_ffff_ffff_fffe;
@@ -90,6 +92,14 @@ pub struct WriteOp {
 impl WriteOp {
     pub fn new() -> Self {
         Self::default()
+    }
+    /// How both backends name it in errors and metrics: a cls method call is `exec`.
+    pub fn kind(&self) -> RadosOp {
+        let exec = self
+            .steps
+            .iter()
+            .any(|s| matches!(s, WriteStep::Exec { .. }));
+        if exec { RadosOp::Exec } else { RadosOp::Write }
     }
     pub fn snap_context(mut self, snapc: SnapContext) -> Self {
         self.snap_context = Some(snapc);
@@ -237,6 +247,14 @@ impl Default for ReadOp {
 impl ReadOp {
     pub fn new() -> Self {
         Self::default()
+    }
+    /// As [`WriteOp::kind`]: `exec` or `read`.
+    pub fn kind(&self) -> RadosOp {
+        let exec = self
+            .steps
+            .iter()
+            .any(|s| matches!(s, ReadStep::Exec { .. }));
+        if exec { RadosOp::Exec } else { RadosOp::Read }
     }
     pub fn at_snap(mut self, snap: SnapId) -> Self {
         self.snap = snap;

@@ -10,7 +10,8 @@
 //!    v
 //!  ADD_TO_DIRECTORY (rbd_directory; EEXIST with our id = done)
 //!    v
-//!  CREATE_HEADER (rbd_header.<id>: size, order, features, rbd_data.<id>) [+ striping]
+//!  CREATE_HEADER (rbd_header.<id>: size, order, features, rbd_data.<id>; with a data
+//!    |            pool its id and rbd_data.<pool id>.<id>, as librbd) [+ striping]
 //!    v
 //!  CREATE_OBJECT_MAP (object-map feature: all NONEXISTENT)
 //!    v
@@ -48,7 +49,8 @@ pub struct NonPrimarySpec {
     pub journal_splay_width: u8,
     /// Mirror uuid of the primary's pool: owner of the local journal's first tag.
     pub primary_mirror_uuid: String,
-    /// A separate data pool is not supported yet (`Unsupported`).
+    /// The primary's data pool: the replica uses the local pool of that name if there is
+    /// one (as rbd-mirror does), else keeps its data in the image's own pool.
     pub data_pool: Option<String>,
 }
 
@@ -81,12 +83,21 @@ pub async fn create_non_primary<I: IoCtx>(
     }
 
     let header = oids::header(&id);
+    let data_pool = local_data_pool(io, spec.data_pool.as_deref()).await?;
+    let (features, object_prefix, data_pool_id) = match data_pool {
+        Some(pool) => (
+            features | features::DATA_POOL,
+            format!("rbd_data.{}.{id}", io.pool_id()),
+            pool,
+        ),
+        None => (features, format!("rbd_data.{id}"), -1),
+    };
     let input = CreateInput {
         size: spec.size,
         order: spec.order,
         features,
-        object_prefix: format!("rbd_data.{id}"),
-        data_pool_id: -1,
+        object_prefix,
+        data_pool_id,
     };
     match cls_image::create(io, &header, &input).await {
         Err(e) if e.is(Errno::EEXIST) => {}
@@ -130,11 +141,28 @@ pub async fn create_non_primary<I: IoCtx>(
     Ok(id)
 }
 
+/// The id of the local pool named like the primary's data pool; `None` when there is no
+/// such pool (or it is the image's own).
+async fn local_data_pool<I: IoCtx>(io: &I, name: Option<&str>) -> Result<Option<i64>, RbdError> {
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    match io.pool_by_name(name).await {
+        Ok(pool) if pool.pool_id() != io.pool_id() => Ok(Some(pool.pool_id())),
+        Ok(_) => Ok(None),
+        Err(e) if e.is_not_found() => {
+            tracing::info!(
+                pool = name,
+                "no local pool like the primary's data pool: data stays in the image's pool"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The features the replica gets, after refusing what this module cannot maintain.
 fn validate(spec: &NonPrimarySpec) -> Result<u64, RbdError> {
-    if spec.data_pool.is_some() {
-        return Err(RbdError::Unsupported("a separate data pool".into()));
-    }
     if !(12..=25).contains(&spec.order) {
         return Err(RbdError::Invalid(format!("object order {}", spec.order)));
     }

@@ -1,11 +1,13 @@
 //! Taking an image's exclusive lock when its holder died (a daemon killed with -9, a host
 //! lost): the lock stays in the header until someone breaks it. A holder is alive when its
 //! header watch answers a notify; every live client does at once (librbd, and our lock
-//! servant task). One whose watch is gone, or still registered but silent for the notify's
-//! timeout, is taken for dead: librbd would wait for the OSD to drop the watch (30 s after
-//! a kill), we wait 5 s. That is safe because the holder is blocklisted before its lock is
-//! broken, so even a frozen-but-alive process can never write again after we start
-//! (fencing); it only loses its turn.
+//! servant task). How long a silent holder is given depends on whose image it is
+//! ([`Dead`]): on our own replicas one silent for the notify's timeout is taken for dead
+//! (librbd would wait for the OSD to drop the watch, 30 s after a kill; we wait 5 s). That
+//! is safe because the holder is blocklisted before its lock is broken, so even a
+//! frozen-but-alive process can never write again after we start (fencing); it only loses
+//! its turn. On a primary the holder may be a user's librbd (a VM): there only a holder
+//! whose watch is gone counts, librbd's own rule, so a slow client is never fenced.
 
 use std::time::Duration;
 
@@ -19,7 +21,7 @@ use crate::rados::{Fence, IoCtx};
 
 /// How long a fenced client stays blocklisted (librbd: `rbd_blocklist_expire_seconds`, whose
 /// 0 means the cluster default of one hour).
-const BLOCKLIST_FOR: Duration = Duration::from_secs(3600);
+pub(crate) const BLOCKLIST_FOR: Duration = Duration::from_secs(3600);
 
 /// A lock description naming the holder's client on a peer cluster: a replayer writes
 /// to the peer too (its journal commit position), so a dead holder is fenced there as well.
@@ -31,6 +33,15 @@ pub fn peer_client_description(peer_addr: &str) -> String {
 
 const PEER_CLIENT: &str = "rbd-relay peer client ";
 
+/// When a lock holder that does not answer is dead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dead {
+    /// Silent for the notify's timeout (our replicas: only rbd-relay holds their locks).
+    Silent,
+    /// Its header watch is gone (a primary: librbd's rule, see the module doc).
+    Unwatched,
+}
+
 /// Acquires the lock, breaking a dead holder's lock first. `LockBusy` when the holder lives.
 /// librbd does the same before it takes a lock (its `BreakRequest`), so this serves both
 /// our local replicas and the primaries we lock briefly for a sync point. `peer`: where a
@@ -38,6 +49,7 @@ const PEER_CLIENT: &str = "rbd-relay peer client ";
 pub async fn acquire<I: IoCtx>(
     fence: &dyn Fence,
     peer: Option<&dyn Fence>,
+    dead: Dead,
     image: &mut Image<I>,
 ) -> Result<(), RbdError> {
     match image.acquire_lock().await {
@@ -54,21 +66,39 @@ pub async fn acquire<I: IoCtx>(
             Duration::from_secs(5),
         )
         .await?;
-    for (locker, holder) in &info.lockers {
-        let gid = locker.locker.num as u64;
-        let handle = locker
-            .cookie
-            .strip_prefix("auto ")
-            .and_then(|h| h.parse::<u64>().ok());
-        let watching = |g: u64, c: u64| g == gid && Some(c) == handle;
-        let alive = reply.acks.iter().any(|a| watching(a.notifier_id, a.cookie));
-        if alive {
+    let silent: Vec<_> = info
+        .lockers
+        .iter()
+        .filter(|(locker, _)| {
+            let gid = locker.locker.num as u64;
+            let handle = locker
+                .cookie
+                .strip_prefix("auto ")
+                .and_then(|h| h.parse::<u64>().ok());
+            let watching = |g: u64, c: u64| g == gid && Some(c) == handle;
+            let answered = reply.acks.iter().any(|a| watching(a.notifier_id, a.cookie));
+            let watched = reply.timeouts.iter().any(|&(g, c)| watching(g, c));
+            !(answered || (watched && dead == Dead::Unwatched))
+        })
+        .collect();
+    // A holder that released while we looked unlocked before it unwatched: silent now, but
+    // alive, and fencing it would blocklist a daemon that stopped cleanly. Only a holder
+    // still in the lock after the notify is dead.
+    let now = if silent.is_empty() {
+        Default::default()
+    } else {
+        cls::lock::get_info(&io, &header, RBD_LOCK_NAME)
+            .await?
+            .lockers
+    };
+    for (locker, holder) in silent {
+        if !now.contains_key(locker) {
             continue;
         }
         if let Some(sock) = holder.addr.socket_addr() {
             let addr = format!("{sock}/{}", holder.addr.nonce);
-            tracing::warn!(image = %image.name(), holder = %locker.locker.num, %addr,
-                "breaking the lock of a dead holder (blocklisting it first)");
+            tracing::warn!(image = %image.name(), id = %image.id(), holder = %locker.locker.num,
+                %addr, "breaking the lock of a dead holder (blocklisting it first)");
             fence.fence(&addr, BLOCKLIST_FOR).await?;
         }
         if let (Some(peer), Some(addr)) = (peer, holder.description.strip_prefix(PEER_CLIENT)) {

@@ -4,8 +4,8 @@
 //! reads, for a replica that only rbd-relay writes.
 //!
 //!  OPEN (by id, or by name through `rbd_id.<name>`)
-//!    |  read header: size/order, features, flags, object prefix, striping, snap context,
-//!    |  snapshots, metadata; refuse fancy striping and separate data pools
+//!    |  read header: size/order, features, flags, object prefix, data pool, striping,
+//!    |  snap context, snapshots, metadata; refuse fancy striping and clones
 //!    v
 //!  READY --acquire_lock--> LOCKED (writes allowed) --release_lock--> READY
 //!    ^  \--refresh (after our own metadata op, or when told the header moved)--/
@@ -24,13 +24,45 @@ use super::layout;
 use super::lock::{ExclusiveLock, LockState, Shared};
 use super::object_map::HeadMap;
 use crate::cls::{self, image as cls_image};
-use crate::format::Encode;
-use crate::format::image::{SnapshotInfo, features, oids};
+use crate::format::image::{ParentInfo, SnapshotInfo, features, keys, oids};
 use crate::format::notify::HeaderNotify;
-use crate::rados::{IoCtx, NOSNAP, SnapContext};
+use crate::format::{Decode, Encode};
+use crate::rados::{IoCtx, NOSNAP, RadosResult, SnapContext};
 
 /// librbd notifies image headers with this timeout.
 pub(super) const NOTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The pool an image's data lives in, given its header's `data_pool_id` (-1: none).
+pub(super) async fn data_ioctx<I: IoCtx>(io: &I, data_pool_id: i64) -> RadosResult<I> {
+    if data_pool_id < 0 || data_pool_id == io.pool_id() {
+        return Ok(io.clone());
+    }
+    io.pool_by_id(data_pool_id).await
+}
+
+/// Clones read what they never wrote through their parent, a link this crate does not
+/// follow yet: a replica built from the child's own objects would silently lack that data,
+/// so a clone is refused with a reason naming its parent.
+async fn refuse_clone<I: IoCtx>(io: &I, header_oid: &str, name: &str) -> Result<(), RbdError> {
+    let Some(raw) = io
+        .omap_get_by_keys(header_oid, &[keys::PARENT])
+        .await?
+        .remove(keys::PARENT)
+    else {
+        return Ok(());
+    };
+    let parent = match ParentInfo::from_bytes(raw) {
+        Ok(p) => format!(
+            "pool {} namespace '{}' image {} snapshot {}",
+            p.pool_id, p.pool_namespace, p.image_id, p.snap_id
+        ),
+        Err(e) => format!("undecodable parent record: {e}"),
+    };
+    Err(RbdError::Unsupported(format!(
+        "image '{name}' is a clone of {parent}: clones are not replicated yet (`rbd flatten` it on the \
+         primary: the flatten wakes the replayer and it is then copied in full)"
+    )))
+}
 
 /// The header as last read.
 #[derive(Clone, Debug, Default)]
@@ -47,6 +79,9 @@ pub(super) struct Header {
 
 pub struct Image<I: IoCtx> {
     pub(super) io: I,
+    /// Where the data objects live, and the pool that allocates snapshot ids: the image's
+    /// data pool (`--data-pool`, feature `data-pool`) or else `io`.
+    pub(super) data_io: I,
     pub(super) id: String,
     pub(super) name: String,
     pub(super) header_oid: String,
@@ -74,6 +109,7 @@ impl<I: IoCtx> Image<I> {
             lock: ExclusiveLock::default(),
             shared: Arc::new(Shared::default()),
             object_map: HeadMap::default(),
+            data_io: io.clone(),
             io,
         };
         image.refresh().await?;
@@ -101,10 +137,12 @@ impl<I: IoCtx> Image<I> {
             .await
             .map_err(not_found)?;
         let feats = cls_image::get_features(io, oid, NOSNAP).await?.features;
-        if feats & features::DATA_POOL != 0 {
-            return Err(RbdError::Unsupported(
-                "images with a separate data pool".into(),
-            ));
+        let data_pool = match feats & features::DATA_POOL {
+            0 => io.pool_id(),
+            _ => cls_image::get_data_pool(io, oid).await?,
+        };
+        if data_pool != self.data_io.pool_id() {
+            self.data_io = data_ioctx(io, data_pool).await?;
         }
         if feats & features::STRIPINGV2 != 0
             && let Some(s) = cls_image::get_stripe_unit_count(io, oid).await?
@@ -115,6 +153,7 @@ impl<I: IoCtx> Image<I> {
                 s.stripe_unit, s.stripe_count
             )));
         }
+        refuse_clone(io, oid, &self.name).await?;
         let snapc = cls_image::get_snapcontext(io, oid).await?;
         let mut snapshots = cls_image::snapshot_list(io, oid).await?;
         snapshots.sort_by_key(|s| s.id);
@@ -176,8 +215,17 @@ impl<I: IoCtx> Image<I> {
     pub fn lock_state(&self) -> watch::Receiver<LockState> {
         self.shared.subscribe()
     }
+    /// Changes on each notification of the local journal's header while the lock is held
+    /// (a resync request, a promotion); never without a journal.
+    pub fn journal_notifications(&self) -> watch::Receiver<u64> {
+        self.shared.journal_notifications()
+    }
     pub fn io(&self) -> &I {
         &self.io
+    }
+    /// The separate data pool's name, if the image has one.
+    pub fn data_pool(&self) -> Option<&str> {
+        (self.data_io.pool_id() != self.io.pool_id()).then(|| self.data_io.pool_name())
     }
 
     /// The data object holding `object_no`.

@@ -173,7 +173,11 @@ impl<I: IoCtx> Image<I> {
         snap: Option<u64>,
     ) -> Result<Option<Bytes>, RbdError> {
         let op = ReadOp::new().read(0, 0).at_snap(snap.unwrap_or(NOSNAP));
-        match self.io.operate_read(&self.data_oid(object_no), op).await {
+        match self
+            .data_io
+            .operate_read(&self.data_oid(object_no), op)
+            .await
+        {
             Ok(reply) => Ok(Some(first_data(reply.results))),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
@@ -351,7 +355,7 @@ impl<I: IoCtx> Image<I> {
     async fn send(&self, object_no: u64, op: WriteOp) -> Result<(), RbdError> {
         self.shared.check_writable()?;
         let op = op.snap_context(self.header.snapc.clone());
-        self.io
+        self.data_io
             .operate_write(&self.data_oid(object_no), op)
             .await
             .map(drop)
@@ -369,7 +373,7 @@ impl<I: IoCtx> Image<I> {
         let oid = self.data_oid(object_no);
         loop {
             let read = self
-                .io
+                .data_io
                 .operate_read(&oid, ReadOp::new().read(offset, cmp.len() as u64))
                 .await;
             let (current, guard) = match read {
@@ -403,7 +407,11 @@ impl<I: IoCtx> Image<I> {
 
     async fn read_piece(&self, p: ObjectExtent, snap: u64) -> Result<Bytes, RbdError> {
         let op = ReadOp::new().read(p.offset, p.length).at_snap(snap);
-        let data = match self.io.operate_read(&self.data_oid(p.object_no), op).await {
+        let data = match self
+            .data_io
+            .operate_read(&self.data_oid(p.object_no), op)
+            .await
+        {
             Ok(reply) => first_data(reply.results),
             Err(e) if e.is_not_found() => Bytes::new(),
             Err(e) => return Err(e.into()),

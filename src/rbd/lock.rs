@@ -73,6 +73,10 @@ pub(crate) struct Shared {
     stale: AtomicBool,
     /// The snap context seq of our cached header.
     snap_seq: AtomicU64,
+    /// Counts notifications of the local journal's header seen by the lock's watch: the
+    /// image replayer looks for resync requests on them rather than holding a second watch
+    /// on the same object (each watch costs the OSD a keep-alive read every 5 s).
+    journal_notified: watch::Sender<u64>,
 }
 
 impl Default for Shared {
@@ -81,6 +85,7 @@ impl Default for Shared {
             state: watch::Sender::new(LockState::Unlocked),
             stale: AtomicBool::new(false),
             snap_seq: AtomicU64::new(0),
+            journal_notified: watch::Sender::new(0),
         }
     }
 }
@@ -88,6 +93,10 @@ impl Default for Shared {
 impl Shared {
     pub(super) fn subscribe(&self) -> watch::Receiver<LockState> {
         self.state.subscribe()
+    }
+
+    pub(super) fn journal_notifications(&self) -> watch::Receiver<u64> {
+        self.journal_notified.subscribe()
     }
 
     pub(super) fn state(&self) -> LockState {
@@ -217,6 +226,9 @@ impl<I: IoCtx> Image<I> {
             task,
         });
         self.shared.set(LockState::Held);
+        // Lock audits (scripts/ha-check) pair this line with "releasing the exclusive lock"
+        // across daemons' logs.
+        tracing::info!(image = %self.id, gid, "exclusive lock acquired");
         self.notify_lock(HeaderNotify::AcquiredLock {
             client_id: ClientId {
                 gid,
@@ -242,8 +254,17 @@ impl<I: IoCtx> Image<I> {
         };
         let lost = self.shared.state() == LockState::Lost;
         self.object_map.unload();
+        // Logged before the unlock: another daemon may take the lock (and log it) before
+        // our unlock's reply arrives. Nothing is written here after this line. A lost lock
+        // is someone else's now: not ours to release.
+        if !lost {
+            tracing::info!(image = %self.id, gid = held.gid, "releasing the exclusive lock");
+        }
         let unlocked =
             cls::lock::unlock(&self.io, &self.header_oid, RBD_LOCK_NAME, &held.lock_cookie).await;
+        if unlocked.is_ok() {
+            tracing::debug!(image = %self.id, gid = held.gid, "exclusive lock released");
+        }
         if !lost {
             self.notify_lock(HeaderNotify::ReleasedLock {
                 client_id: ClientId {
@@ -342,6 +363,9 @@ impl<I: IoCtx> Image<I> {
     }
 }
 
+/// How long a header notify's ack may wait for the snap context check.
+const STALE_CHECK_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Serves the header watch while the lock is held: answers lock requests, acks everything
 /// else at once, notices a moved snap context, and reports a broken watch as a lost lock.
 /// Also follows the journal watch, for a promotion.
@@ -363,6 +387,7 @@ async fn serve_watch<I: IoCtx>(
                     shared.set(LockState::Lost);
                     return;
                 }
+                shared.journal_notified.send_modify(|n| *n = n.wrapping_add(1));
                 if tag_owner_here(&io, &image_id).await && shared.state() == LockState::Held {
                     tracing::info!(image = %image_id, "promoted here: releasing the lock");
                     shared.set(LockState::ReleaseRequested);
@@ -420,9 +445,15 @@ async fn answer<I: IoCtx>(
         Ok(HeaderNotify::AcquiredLock { .. } | HeaderNotify::ReleasedLock { .. }) => {
             bytes::Bytes::new()
         }
-        // Anything else may come with a header change.
+        // Anything else may come with a header change, which must be flagged before the
+        // ack: whoever snapshots and notifies expects no write with the old snap context
+        // after it. But an ack delayed by a busy OSD makes us look dead to a fencing peer
+        // (see `fencing`): past a bound, assume stale.
         _ => {
-            check_stale(io, header, shared).await;
+            let checked = tokio::time::timeout(STALE_CHECK_BOUND, check_stale(io, header, shared));
+            if checked.await.is_err() {
+                shared.stale.store(true, Ordering::Release);
+            }
             bytes::Bytes::new()
         }
     }

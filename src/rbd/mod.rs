@@ -8,6 +8,7 @@
 //! is the image rbd-mirror would have made.
 //!
 //! - [`create`]: [`create_non_primary`], rbd-mirror's bootstrap image creation.
+//! - [`compare`]: two images byte for byte, [`compare`](compare::compare).
 //! - [`image`]: [`Image`], an open image and its header (replaces librbd's `ImageCtx` +
 //!   `ImageState` refresh for what a replayer needs).
 //! - [`fencing`]: taking the lock from a dead holder (blocklist first, then break).
@@ -26,6 +27,7 @@
 //! dirty objects into the next one. So `rbd object-map check` finds nothing and `rbd diff`
 //! / `rbd du` stay fast and right, which invalid flags would give up until a rebuild.
 
+pub mod compare;
 pub mod create;
 pub mod fencing;
 pub mod image;
@@ -38,6 +40,7 @@ pub mod remove;
 
 use bytes::Bytes;
 
+pub use compare::compare;
 pub use create::{NonPrimarySpec, create_non_primary};
 pub use image::Image;
 pub use lock::LockState;

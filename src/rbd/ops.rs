@@ -63,9 +63,9 @@ impl<I: IoCtx> Image<I> {
         if let Some(s) = self.snapshot_by_name(name, &ns) {
             return Ok(s.id);
         }
-        let id = self.io.selfmanaged_snap_create().await?;
+        let id = self.data_io.selfmanaged_snap_create().await?;
         if let Err(e) = cls_image::snapshot_add(&self.io, &self.header_oid, id, name, ns).await {
-            let _ = self.io.selfmanaged_snap_remove(id).await;
+            let _ = self.data_io.selfmanaged_snap_remove(id).await;
             return Err(match e.errno() {
                 Some(Errno::EEXIST) => RbdError::Exists(format!("snapshot {name}")),
                 _ => e.into(),
@@ -102,7 +102,7 @@ impl<I: IoCtx> Image<I> {
             Err(e) if !e.is_not_found() => return Err(e.into()),
             _ => {}
         }
-        self.io.selfmanaged_snap_remove(snap.id).await?;
+        self.data_io.selfmanaged_snap_remove(snap.id).await?;
         self.changed().await
     }
 

@@ -4,9 +4,11 @@
 //!
 //!  MARK_DISABLING (mirror entry state DISABLING, so pool watchers let go)
 //!    v
-//!  REMOVE_SNAPSHOTS (each self-managed snap id; the OSD trims their clones) + their maps
+//!  REMOVE_SNAPSHOTS (each self-managed snap id, in the data pool if the image has one;
+//!    |               the OSD trims their clones) + their maps
 //!    v
-//!  REMOVE_DATA (every data object HEAD or a snapshot could have) + HEAD's object map
+//!  REMOVE_DATA (every data object HEAD or a snapshot could have, wherever they live) +
+//!    |         HEAD's object map
 //!    v
 //!  REMOVE_JOURNAL (data objects of every set still there, then the header)
 //!    v
@@ -46,7 +48,13 @@ pub async fn remove_image<I: IoCtx>(io: &I, image_id: &str) -> Result<(), RbdErr
     }
 
     let header = oids::header(image_id);
-    if let Some((prefix, objects, snaps)) = read_layout(io, &header).await? {
+    if let Some(Layout {
+        prefix,
+        objects,
+        snaps,
+        data,
+    }) = read_layout(io, &header).await?
+    {
         for snap in &snaps {
             // A clone's parent stays (rbd-mirror's deleter waits for the clones too).
             if snap.child_count > 0 {
@@ -67,9 +75,9 @@ pub async fn remove_image<I: IoCtx>(io: &I, image_id: &str) -> Result<(), RbdErr
             )?;
             gone(io.remove(&oids::object_map(image_id, Some(snap.id))).await)?;
             cls_gone(cls_image::snapshot_remove(io, &header, snap.id).await)?;
-            io.selfmanaged_snap_remove(snap.id).await?;
+            data.selfmanaged_snap_remove(snap.id).await?;
         }
-        remove_all(io, (0..objects).map(|o| oids::data(&prefix, o))).await?;
+        remove_all(&data, (0..objects).map(|o| oids::data(&prefix, o))).await?;
     }
     gone(io.remove(&oids::object_map(image_id, None)).await)?;
     remove_journal(io, image_id).await?;
@@ -109,21 +117,32 @@ pub async fn remove_image<I: IoCtx>(io: &I, image_id: &str) -> Result<(), RbdErr
     Ok(())
 }
 
-/// The data object prefix, how many objects HEAD or any snapshot may have, and the
-/// snapshots; `None` when the header is gone.
-async fn read_layout<I: IoCtx>(
-    io: &I,
-    header: &str,
-) -> Result<Option<(String, u64, Vec<SnapshotInfo>)>, RbdError> {
+/// Where an image's data lives.
+struct Layout<I> {
+    prefix: String,
+    /// How many objects HEAD or any snapshot may have.
+    objects: u64,
+    snaps: Vec<SnapshotInfo>,
+    /// The data pool (or the image's pool), which also allocated the snapshot ids.
+    data: I,
+}
+
+/// `None` when the header is gone.
+async fn read_layout<I: IoCtx>(io: &I, header: &str) -> Result<Option<Layout<I>>, RbdError> {
     let head = match cls_image::get_size(io, header, NOSNAP).await {
         Ok(s) => s,
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let prefix = cls_image::get_object_prefix(io, header).await?;
+    let data = super::image::data_ioctx(io, cls_image::get_data_pool(io, header).await?).await?;
     let snaps = cls_image::snapshot_list(io, header).await?;
     let largest = snaps.iter().map(|s| s.image_size).fold(head.size, u64::max);
-    Ok(Some((prefix, object_count(head.order, largest), snaps)))
+    Ok(Some(Layout {
+        prefix: cls_image::get_object_prefix(io, header).await?,
+        objects: object_count(head.order, largest),
+        snaps,
+        data,
+    }))
 }
 
 async fn remove_journal<I: IoCtx>(io: &I, image_id: &str) -> Result<(), RbdError> {

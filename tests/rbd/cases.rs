@@ -668,3 +668,74 @@ pub async fn header_ops_and_remove<R: Rados>(_c: &R, io: &R::IoCtx, _c2: &R, _io
         Err(RbdError::NotFound(_))
     ));
 }
+
+/// A replica of a primary with a separate data pool keeps its data in the local pool of
+/// that name, with the header librbd writes for `--data-pool` (feature, `data_pool_id`,
+/// object prefix `rbd_data.<pool id>.<image id>`); snapshot ids come from the data pool,
+/// and removal cleans both pools. Without such a local pool the data stays in the image's.
+pub async fn data_pool<R: Rados>(_c: &R, io: &R::IoCtx, _c2: &R, _io2: &R::IoCtx) {
+    let data = io.pool_by_name(crate::harness::DATA_POOL).await.unwrap();
+    let with_pool = NonPrimarySpec {
+        data_pool: Some(crate::harness::DATA_POOL.into()),
+        ..spec("datapool")
+    };
+    let id = create_non_primary(io, &with_pool).await.unwrap();
+    let mut image = Image::open(io.clone(), &id).await.unwrap();
+    let header = oids::header(&id);
+    assert_eq!(image.data_pool(), Some(crate::harness::DATA_POOL));
+    assert_eq!(image.features(), FEATURES | features::DATA_POOL);
+    assert_eq!(
+        cls_image::get_data_pool(io, &header).await.unwrap(),
+        data.pool_id()
+    );
+    assert_eq!(
+        image.object_prefix(),
+        format!("rbd_data.{}.{id}", io.pool_id())
+    );
+    image.acquire_lock().await.unwrap();
+    image.write(OBJ + 10, pattern(1, 1000)).await.unwrap();
+    let seq_before = image.snap_context().seq;
+    let snap = image
+        .snap_create("s1", SnapshotNamespace::User)
+        .await
+        .unwrap();
+    assert!(snap > seq_before);
+    image.write(OBJ + 10, pattern(2, 1000)).await.unwrap();
+    assert!(
+        data.stat(&image.data_oid(1)).await.is_ok(),
+        "data in the data pool"
+    );
+    assert!(
+        io.stat(&image.data_oid(1)).await.is_err(),
+        "no data in the image's pool"
+    );
+    assert_eq!(
+        image.read(OBJ + 10, 1000, None).await.unwrap(),
+        pattern(2, 1000)
+    );
+    assert_eq!(
+        image.read(OBJ + 10, 1000, Some(snap)).await.unwrap(),
+        pattern(1, 1000)
+    );
+    image.release_lock().await.unwrap();
+    remove_image(io, &id).await.unwrap();
+    for pool in [io, &data] {
+        for o in pool.list_objects().await.unwrap() {
+            assert!(
+                !o.contains(&id) || pool.stat(&o).await.is_err(),
+                "left behind in {}: {o}",
+                pool.pool_name()
+            );
+        }
+    }
+
+    let elsewhere = NonPrimarySpec {
+        data_pool: Some("no-such-pool".into()),
+        ..spec("datapool")
+    };
+    let id = create_non_primary(io, &elsewhere).await.unwrap();
+    let image = Image::open(io.clone(), &id).await.unwrap();
+    assert_eq!(image.data_pool(), None);
+    assert_eq!(image.features(), FEATURES);
+    remove_image(io, &id).await.unwrap();
+}

@@ -1,8 +1,9 @@
 //! The exclusive lock with a second client: lock requests answered like rbd-mirror
 //! (-EROFS while the image is non-primary, release once it was promoted here, also on the
 //! promotion's journal notify alone), a second
-//! locker refused, a header moved by someone else stops writes until a refresh, and a
-//! blocklisted client stops writing at once.
+//! locker refused, a header moved by someone else stops writes until a refresh, a
+//! blocklisted client stops writing at once, and a holder releasing while another client
+//! looks for dead holders is not fenced.
 
 use std::time::Duration;
 
@@ -13,7 +14,9 @@ use rbd_relay::format::image::{SnapshotNamespace, oids};
 use rbd_relay::format::journal::header_oid as journal_oid;
 use rbd_relay::format::notify::{ClientId, HeaderNotify, ResponseMessage};
 use rbd_relay::format::{Decode, Encode};
-use rbd_relay::rados::{IoCtx, Rados};
+use rbd_relay::rados::faults::{Faults, FaultyIoCtx};
+use rbd_relay::rados::{IoCtx, Rados, RadosOp, WriteOp};
+use rbd_relay::rbd::fencing::{self, Dead};
 use rbd_relay::rbd::{Image, LockState, RbdError};
 
 use crate::cases::{OBJ, locked_image, pattern};
@@ -192,5 +195,39 @@ pub async fn blocklisted_client_stops_writing<R: Rados>(
             .all(|&b| b == 0),
         "the fenced write never landed"
     );
+    taker.release_lock().await.unwrap();
+}
+
+/// The race ha-check once lost: a holder stopping cleanly unlocks, then unwatches. A
+/// contender that listed the lock before the unlock and notified after the unwatch hears
+/// nothing from it; it must see the lock gone and take it, not blocklist a live client.
+pub async fn releasing_holder_is_not_fenced<R: Rados>(
+    c1: &R,
+    io1: &R::IoCtx,
+    _c2: &R,
+    io2: &R::IoCtx,
+) {
+    let mut holder = locked_image(io2, "releasing").await;
+    let faults = Faults::new(1);
+    // The contender's liveness notify leaves after the holder's release.
+    faults.delay(RadosOp::Notify, "rbd_header.", Duration::from_millis(1500));
+    let io = FaultyIoCtx::new(io1.clone(), faults);
+    let mut taker = Image::open(io, holder.id()).await.unwrap();
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        holder.release_lock().await.unwrap();
+    };
+    let (taken, ()) = tokio::join!(
+        fencing::acquire(c1, None, Dead::Silent, &mut taker),
+        release
+    );
+    taken.unwrap();
+    assert_eq!(*taker.lock_state().borrow(), LockState::Held);
+    io2.operate_write(
+        "releasing-holder-alive",
+        WriteOp::new().write_full(pattern(3, 10)),
+    )
+    .await
+    .expect("the holder that released is not blocklisted");
     taker.release_lock().await.unwrap();
 }

@@ -8,14 +8,19 @@ use rbd_relay::rados::librados::{ConnectConfig, LibradosCluster, LibradosIoCtx};
 use rbd_relay::rados::memory::{MemoryCluster, MemoryIoCtx, MemoryRados};
 use rbd_relay::rados::{Errno, Rados, RadosError};
 
+/// The pool `scripts/ceph-lab` makes for data pools on both sites.
+pub const DATA_POOL: &str = "rbd-data";
+
 pub async fn memory() -> (MemoryRados, MemoryIoCtx) {
     memory_pair().await.0
 }
 
-/// Two clients of one fresh embedded cluster with a pool `rbd`.
+/// Two clients of one fresh embedded cluster with the lab's pools: `rbd`, and `rbd-data`
+/// for images with a separate data pool.
 pub async fn memory_pair() -> ((MemoryRados, MemoryIoCtx), (MemoryRados, MemoryIoCtx)) {
     let cluster = MemoryCluster::default();
     cluster.create_pool("rbd").expect("pool");
+    cluster.create_pool(DATA_POOL).expect("pool");
     let (c1, c2) = (cluster.connect(), cluster.connect());
     let (io1, io2) = (
         c1.ioctx("rbd").await.expect("pool rbd"),

@@ -311,18 +311,32 @@ async fn create_local<I: IoCtx>(
     global_id: &str,
     remote_image_id: &str,
 ) -> Result<Image<I>, ReplayError> {
-    let remote = Image::open(ctx.remote_io.clone(), remote_image_id).await?;
-    let g = cls_journal::geometry(&ctx.remote_io, &header_oid(remote_image_id)).await?;
+    let spec = replica_spec(&ctx.remote_io, remote_image_id, global_id, &ctx.remote_uuid).await?;
+    let id = rbd::create_non_primary(&ctx.local_io, &spec).await?;
+    tracing::info!(image = %spec.name, local_id = %id, "created local non-primary image");
+    Ok(Image::open(ctx.local_io.clone(), &id).await?)
+}
+
+/// The replica of the primary `remote_image_id` as it is now: its name, size, order,
+/// features, striping and journal geometry; its first tag names `remote_uuid` as owner.
+pub async fn replica_spec<R: IoCtx>(
+    remote_io: &R,
+    remote_image_id: &str,
+    global_id: &str,
+    remote_uuid: &str,
+) -> Result<NonPrimarySpec, ReplayError> {
+    let remote = Image::open(remote_io.clone(), remote_image_id).await?;
+    let g = cls_journal::geometry(remote_io, &header_oid(remote_image_id)).await?;
     let (stripe_unit, stripe_count) = if remote.features() & FEATURE_STRIPINGV2 != 0 {
         let h = crate::format::image::oids::header(remote_image_id);
-        match cls::image::get_stripe_unit_count(&ctx.remote_io, &h).await? {
+        match cls::image::get_stripe_unit_count(remote_io, &h).await? {
             Some(s) => (s.stripe_unit, s.stripe_count),
             None => (remote.object_size(), 1),
         }
     } else {
         (remote.object_size(), 1)
     };
-    let spec = NonPrimarySpec {
+    Ok(NonPrimarySpec {
         name: remote.name().to_string(),
         global_image_id: global_id.to_string(),
         size: remote.size(),
@@ -332,12 +346,9 @@ async fn create_local<I: IoCtx>(
         stripe_count,
         journal_order: g.order,
         journal_splay_width: g.splay_width,
-        primary_mirror_uuid: ctx.remote_uuid.clone(),
-        data_pool: None,
-    };
-    let id = rbd::create_non_primary(&ctx.local_io, &spec).await?;
-    tracing::info!(image = %spec.name, local_id = %id, "created local non-primary image");
-    Ok(Image::open(ctx.local_io.clone(), &id).await?)
+        primary_mirror_uuid: remote_uuid.to_string(),
+        data_pool: remote.data_pool().map(str::to_string),
+    })
 }
 
 /// Whether the remote's tags continue the local image's history: the local image was

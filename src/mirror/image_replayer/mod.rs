@@ -25,6 +25,7 @@
 mod bootstrap;
 mod control;
 mod image_sync;
+mod prefix;
 mod replay;
 mod status;
 mod wake;
@@ -51,8 +52,9 @@ use crate::metrics::ImageMetrics;
 use crate::rados::{Fence, IoCtx, Rados};
 use crate::rbd::{self, Image, LockState, RbdError};
 
-pub use bootstrap::newest_tag;
-pub use replay::mirrored_tag;
+pub use bootstrap::{image_client, newest_tag, replica_spec};
+pub use prefix::replay_prefix;
+pub use replay::{Epochs, mirrored_tag};
 
 use bootstrap::Boot;
 use replay::{Applied, Replay};
@@ -63,6 +65,8 @@ pub use control::Control;
 /// The pool × peer an image replayer works in (shared by all its images).
 pub struct PoolCtx<I> {
     pub pool: String,
+    /// The RBD namespace (`""`: the default one) both ioctxs are set to.
+    pub namespace: String,
     pub peer: String,
     pub local_io: I,
     pub remote_io: I,
@@ -73,6 +77,24 @@ pub struct PoolCtx<I> {
     pub remote_addr: String,
     pub local_uuid: String,
     pub remote_uuid: String,
+}
+
+impl<I: IoCtx> PoolCtx<I> {
+    /// The same pool × peer in another RBD namespace: the same mirror uuids (the pool's,
+    /// as upstream uses for every namespace), both ioctxs set to `namespace`.
+    pub fn in_namespace(&self, namespace: &str) -> Self {
+        PoolCtx {
+            pool: self.pool.clone(),
+            namespace: namespace.to_string(),
+            peer: self.peer.clone(),
+            local_io: self.local_io.with_namespace(namespace),
+            remote_io: self.remote_io.with_namespace(namespace),
+            remote_fence: self.remote_fence.clone(),
+            remote_addr: self.remote_addr.clone(),
+            local_uuid: self.local_uuid.clone(),
+            remote_uuid: self.remote_uuid.clone(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +169,9 @@ impl ReplayError {
 pub struct ImageReplayerHandle {
     kick: Arc<Notify>,
     cancel: CancellationToken,
+    /// Another instance owns the image now: stop without a last status, which would
+    /// race the new owner's.
+    handed_over: CancellationToken,
 }
 
 impl ImageReplayerHandle {
@@ -158,6 +183,13 @@ impl ImageReplayerHandle {
     pub fn stop(&self) {
         self.cancel.cancel();
     }
+
+    /// Stops as `stop` does (commit, release the lock) and leaves the status to the image's
+    /// new owner.
+    pub fn hand_over(&self) {
+        self.handed_over.cancel();
+        self.cancel.cancel();
+    }
 }
 
 pub fn spawn<R: Rados, C: Connector<Rados = R>>(
@@ -165,16 +197,21 @@ pub fn spawn<R: Rados, C: Connector<Rados = R>>(
     ctx: Arc<PoolCtx<R::IoCtx>>,
     global_id: String,
     remote_image_id: String,
+    taken_at: Option<std::time::Instant>,
     cancel: CancellationToken,
 ) -> (ImageReplayerHandle, JoinHandle<()>) {
     let kick = Arc::new(Notify::new());
     let key = ImageKey {
         pool: ctx.pool.clone(),
-        namespace: String::new(),
+        namespace: ctx.namespace.clone(),
         global_id: global_id.clone(),
     };
-    let metrics = ImageMetrics::new(&key);
+    let mut metrics = ImageMetrics::new(&key);
+    if let Some(at) = taken_at {
+        metrics.taken_over(at);
+    }
     let control = env.registry.attach(&key, &ctx.peer);
+    let handed_over = CancellationToken::new();
     let actor = ImageReplayer {
         view: ImageView {
             name: String::new(),
@@ -202,6 +239,7 @@ pub fn spawn<R: Rados, C: Connector<Rados = R>>(
         }),
         stats: Arc::new(FollowerStats::default()),
         metrics,
+        handed_over: handed_over.clone(),
     };
     env.tasks.spawn(status::writer(
         actor.ctx.clone(),
@@ -209,9 +247,17 @@ pub fn spawn<R: Rados, C: Connector<Rados = R>>(
         actor.remote_image_id.clone(),
         actor.status.subscribe(),
         actor.metrics.entries_behind(),
+        handed_over.clone(),
+        actor.stats.clone(),
+        status::IDLE_REFRESH,
     ));
     let task = env.tasks.spawn(actor.run(cancel.clone()));
-    (ImageReplayerHandle { kick, cancel }, task)
+    let handle = ImageReplayerHandle {
+        kick,
+        cancel,
+        handed_over,
+    };
+    (handle, task)
 }
 
 struct ImageReplayer<R: Rados, C> {
@@ -229,6 +275,8 @@ struct ImageReplayer<R: Rados, C> {
     stats: Arc<FollowerStats>,
     /// This image's series; dropped (zeroed) when the replayer ends.
     metrics: ImageMetrics,
+    /// See [`ImageReplayerHandle::hand_over`].
+    handed_over: CancellationToken,
 }
 
 /// Why a cycle ended without an error.
@@ -247,6 +295,13 @@ enum Stopped {
 /// How long a replayer on its way out (or parking) waits for the remote cluster.
 pub(crate) const REMOTE_GRACE: Duration = Duration::from_secs(5);
 
+/// How soon a replayer tries again for a lock another instance holds: a clean hand-over
+/// releases it within a few hundred milliseconds; a dead holder is fenced at the next try
+/// after its watch stops answering.
+fn lock_busy_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), 2, Duration::from_millis(500))
+}
+
 /// Parked looks are at least this far apart: a busy primary's journal header is notified
 /// after every commit, which must not become a bootstrap per write.
 const MIN_RECHECK: Duration = Duration::from_millis(250);
@@ -254,10 +309,15 @@ const MIN_RECHECK: Duration = Duration::from_millis(250);
 impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
     async fn run(mut self, cancel: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(250), 2, Duration::from_secs(30));
+        let mut lock_busy = lock_busy_backoff();
         // While parked: armed before each look, so a change right after it is not missed.
         let mut wakers: Option<Wakers<R::IoCtx>> = None;
+        // After a transient error the status keeps its reason ("retrying: ...") through the
+        // next attempt: a bootstrap waiting on an unreachable primary must not look healthy.
+        let mut retrying = false;
         loop {
             if self.control.is_held() {
+                retrying = false;
                 wake::disarm(&mut wakers).await;
                 self.set_state(ReplayState::Stopped, "stopped by an operator")
                     .await;
@@ -265,7 +325,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                     break;
                 }
             }
-            if wakers.is_none() {
+            if wakers.is_none() && !retrying {
                 self.set_state(ReplayState::StartingReplay, "starting replay")
                     .await;
             }
@@ -273,7 +333,9 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
             let cycle = self.control.cycle(&cancel);
             let looked = Instant::now();
             let mut replayed = false;
-            let park = match self.cycle(&cycle, &mut wakers, &mut replayed).await {
+            let result = self.cycle(&cycle, &mut wakers, &mut replayed).await;
+            retrying = matches!(&result, Err(e) if e.is_transient());
+            let park = match result {
                 Ok(Stopped::Cancelled) if cancel.is_cancelled() => break,
                 Ok(Stopped::Cancelled) => {
                     wake::disarm(&mut wakers).await;
@@ -292,9 +354,16 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                     self.set_state(ReplayState::StartingReplay, &format!("retrying: {e}"))
                         .await;
                     wake::disarm(&mut wakers).await;
+                    // Another instance holds the lock while it hands the image over (or
+                    // until fencing finds it dead): retry soon, or a grown backoff would
+                    // outlast the hand-over by many seconds.
+                    let delay = match e {
+                        ReplayError::Rbd(RbdError::LockBusy { .. }) => lock_busy.next_delay(),
+                        _ => backoff.next_delay(),
+                    };
                     tokio::select! {
                         _ = cycle.cancelled() => {}
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = tokio::time::sleep(delay) => {}
                     }
                     if cancel.is_cancelled() {
                         break;
@@ -313,6 +382,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                 }
             };
             backoff.reset();
+            lock_busy.reset();
             let Some(watch_remote) = park else {
                 continue;
             };
@@ -345,7 +415,9 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
             wakers = Some(self.arm(watch_remote).await);
         }
         wake::disarm(&mut wakers).await;
-        self.set_state(ReplayState::Stopped, "stopped").await;
+        if !self.handed_over.is_cancelled() {
+            self.set_state(ReplayState::Stopped, "stopped").await;
+        }
         self.env.registry.remove(&self.key);
     }
 
@@ -398,6 +470,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
         rbd::fencing::acquire(
             &self.env.local,
             Some(self.ctx.remote_fence.as_ref()),
+            rbd::fencing::Dead::Silent,
             &mut local,
         )
         .await?;
@@ -438,6 +511,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
             let mut progress = SyncProgress {
                 view: &mut self.view,
                 metrics: &mut self.metrics,
+                status: &self.status,
             };
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(Stopped::Cancelled),
@@ -445,6 +519,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
             }
             tracing::info!(image = %self.view.name, "image sync complete");
         }
+        let prune = self.prune_sync_point(meta);
         let data = ClientData::MirrorPeer(meta.clone()).to_bytes();
         let mut follower = Follower::open(
             self.ctx.remote_io.clone(),
@@ -458,11 +533,10 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
         .await?;
         self.view.sync_fraction = 1.0;
         self.set_state(ReplayState::Replaying, "replaying").await;
-        let mut resync = ResyncWatch::arm(local.io(), local.id()).await;
+        let mut resync = ResyncWatch::arm(local);
         let result = self
             .replay(local, &mut follower, &mut resync, local_tag_class, cancel)
             .await;
-        resync.disarm().await;
         // Only acked (durably applied) entries are in the position: always safe to store.
         // Bounded: an unreachable primary must not keep the local lock from a promotion
         // (an uncommitted stretch is replayed again, which the op barrier makes safe).
@@ -472,7 +546,32 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
             Err(_) => tracing::warn!(image = %self.view.name, "final commit: primary unreachable"),
         }
         let _ = tokio::time::timeout(REMOTE_GRACE, follower.close()).await;
+        if let Some(prune) = prune {
+            let _ = tokio::time::timeout(REMOTE_GRACE, prune).await;
+        }
         result
+    }
+
+    /// A sync point still recorded on a replaying client (the copy just finished, or a
+    /// crash cut a prune short) is removed from the primary while replay runs.
+    fn prune_sync_point(
+        &self,
+        meta: &crate::format::client_data::MirrorPeerClientMeta,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if meta.state != MirrorPeerState::Replaying || meta.sync_points.is_empty() {
+            return None;
+        }
+        let (ctx, remote_id, name) = (
+            self.ctx.clone(),
+            self.remote_image_id.clone(),
+            self.view.name.clone(),
+        );
+        let mut meta = meta.clone();
+        Some(tokio::spawn(async move {
+            if let Err(e) = image_sync::prune_sync_point(&ctx, &remote_id, &mut meta).await {
+                tracing::warn!(image = %name, %e, "removing the sync point on the primary (retried at the next start)");
+            }
+        }))
     }
 
     async fn replay(
@@ -509,22 +608,24 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                 b = follower.next() => b?,
             };
             if batch.is_empty() {
-                // Caught up, or the prefetch budget is spent while others apply.
-                if self.view.lag_seconds != 0.0 {
-                    self.view.lag_seconds = 0.0;
-                    self.publish();
-                }
+                // Nothing deliverable now (the image budget is full; see Follower::next).
                 tokio::task::yield_now().await;
                 continue;
             }
-            self.metrics.batch_received(follower.received().into_std());
+            (self.metrics).batch_received(follower.received().into_std(), follower.bytes_behind());
             let mut applied = Applied::default();
             let mut batch = batch;
             // The newest acked entry: the status describes our position by it.
             let mut newest = None;
             loop {
                 let out = replay
-                    .apply(&self.ctx, &self.remote_image_id, local, batch, &mut applied)
+                    .apply(
+                        &self.ctx.epochs(),
+                        &self.remote_image_id,
+                        local,
+                        batch,
+                        &mut applied,
+                    )
                     .await?;
                 for (entry, position) in &out.ready {
                     follower.ack(entry, position.clone()).await?;
@@ -537,8 +638,12 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                 follower.flush_commit().await?;
                 batch = out.rest;
             }
-            self.metrics
-                .batch_applied(applied.entries, applied.bytes, self.env.prefetch.used());
+            self.metrics.batch_applied(
+                applied.entries,
+                applied.bytes,
+                self.env.prefetch.used(),
+                follower.bytes_behind(),
+            );
             self.view.entries_replayed += applied.entries;
             self.view.bytes_replayed += applied.bytes;
             if let Some(t) = applied.newest {
@@ -585,6 +690,8 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
 struct SyncProgress<'a> {
     view: &'a mut ImageView,
     metrics: &'a mut ImageMetrics,
+    /// The percent reaches `rbd mirror image status` too, as upstream's does.
+    status: &'a tokio::sync::watch::Sender<status::Published>,
 }
 
 impl image_sync::Progress for SyncProgress<'_> {
@@ -603,7 +710,22 @@ impl image_sync::Progress for SyncProgress<'_> {
             "bootstrapping, IMAGE_SYNC/COPY {phase} {}%",
             (self.view.sync_fraction * 100.0) as u32
         );
+        // Only a new percent wakes the status writer.
+        self.status.send_if_modified(|p| {
+            let changed = p.description != self.view.description;
+            p.description.clone_from(&self.view.description);
+            changed
+        });
     }
+}
+
+/// Whether the local image `image_id` is this peer's copy: its newest tag names the peer.
+pub async fn copy_of_peer<I: IoCtx>(ctx: &PoolCtx<I>, image_id: &str) -> Result<bool, ReplayError> {
+    let header = crate::format::journal::header_oid(image_id);
+    Ok(bootstrap::newest_tag(&ctx.local_io, &header)
+        .await?
+        .mirror_uuid
+        == ctx.remote_uuid)
 }
 
 /// Removes the local copy of an image no longer mirrored from this peer: only a

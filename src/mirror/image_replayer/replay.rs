@@ -35,6 +35,25 @@ use crate::rbd::{Image, IoOp, RbdError};
 
 use super::{PoolCtx, ReplayError};
 
+/// Where a replay reads the primary's epochs (its journal tags) and how it names the two
+/// sites in the tags it records locally. Its own type, apart from the image written, so
+/// the same replay can fill an image on another backend (`rbd-relay check-prefix`).
+pub struct Epochs<'a, R> {
+    pub remote_io: &'a R,
+    pub local_uuid: &'a str,
+    pub remote_uuid: &'a str,
+}
+
+impl<I> PoolCtx<I> {
+    pub fn epochs(&self) -> Epochs<'_, I> {
+        Epochs {
+            remote_io: &self.remote_io,
+            local_uuid: &self.local_uuid,
+            remote_uuid: &self.remote_uuid,
+        }
+    }
+}
+
 /// What one batch did, for status and metrics.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Applied {
@@ -96,9 +115,9 @@ impl Replay {
     }
 
     /// Applies a batch of entries, up to the next op that must wait for a commit.
-    pub async fn apply<I: IoCtx>(
+    pub async fn apply<R: IoCtx, I: IoCtx>(
         &mut self,
-        ctx: &PoolCtx<I>,
+        epochs: &Epochs<'_, R>,
         remote_journal: &str,
         image: &mut Image<I>,
         batch: Vec<(Entry, ObjectPosition)>,
@@ -107,23 +126,47 @@ impl Replay {
         let mut entries = batch.into_iter();
         let mut rest = Vec::new();
         while let Some((entry, pos)) = entries.next() {
+            let position = || {
+                format!(
+                    "object {} tag {} entry {}",
+                    pos.object_number, pos.tag_tid, pos.entry_tid
+                )
+            };
             if self.tag != Some(entry.tag_tid) {
                 self.flush(image).await?;
-                self.orphan = self
-                    .mirror_tag(ctx, remote_journal, image, entry.tag_tid)
-                    .await?;
+                self.orphan = match self
+                    .mirror_tag(epochs, remote_journal, image, entry.tag_tid)
+                    .await
+                {
+                    // librbd allocates a tag before writing under it: an entry naming a
+                    // tag the header does not hold was not written by it.
+                    Err(ReplayError::Cls(e)) if e.is_not_found() => {
+                        return Err(ReplayError::Corrupt {
+                            position: position(),
+                            reason: format!(
+                                "tag {} does not exist in the primary's journal header",
+                                entry.tag_tid
+                            ),
+                        });
+                    }
+                    other => other?,
+                };
                 self.demoted = false;
                 self.tag = Some(entry.tag_tid);
             }
             let ev = EventEntry::from_bytes(entry.data.clone()).map_err(|source| {
                 ReplayError::Corrupt {
-                    position: format!(
-                        "object {} tag {} entry {}",
-                        pos.object_number, pos.tag_tid, pos.entry_tid
-                    ),
+                    position: position(),
                     reason: source.to_string(),
                 }
             })?;
+            if let Event::Unknown { event_type, .. } = ev.event {
+                // Skipping it could lose a write; applying it is impossible.
+                return Err(ReplayError::Unsupported(format!(
+                    "event type {event_type} at {}",
+                    position()
+                )));
+            }
             if let Event::OpFinish { op_tid, r } = &ev.event
                 && *r >= 0
                 && self.ops.contains_key(op_tid)
@@ -219,12 +262,11 @@ impl Replay {
                     apply_op(image, op).await?;
                 }
             }
-            Event::Unknown { event_type, .. } => {
-                return Err(ReplayError::Unsupported(format!("event type {event_type}")));
-            }
             op => {
+                let Some(tid) = op.op_tid() else {
+                    return Err(ReplayError::Unsupported(op.name().to_string()));
+                };
                 self.flush(image).await?;
-                let tid = op.op_tid().expect("every other event is an op event");
                 self.ops.insert(tid, op);
                 return Ok(Some(tid));
             }
@@ -250,17 +292,17 @@ impl Replay {
     /// the remote primary as owner and carries the remote tag's predecessor with its
     /// "this site" uuid translated, so a later promotion / failback can tell whether the
     /// histories diverged. Returns whether the epoch is a demotion.
-    async fn mirror_tag<I: IoCtx>(
+    async fn mirror_tag<R: IoCtx, I: IoCtx>(
         &self,
-        ctx: &PoolCtx<I>,
+        epochs: &Epochs<'_, R>,
         remote_journal: &str,
         image: &Image<I>,
         tag_tid: u64,
     ) -> Result<bool, ReplayError> {
         let remote =
-            cls_journal::get_tag(&ctx.remote_io, &header_oid(remote_journal), tag_tid).await?;
+            cls_journal::get_tag(epochs.remote_io, &header_oid(remote_journal), tag_tid).await?;
         let data = super::bootstrap::decode_tag(remote.data, format!("remote tag {tag_tid}"))?;
-        let local = mirrored_tag(data, &ctx.local_uuid, &ctx.remote_uuid);
+        let local = mirrored_tag(data, epochs.local_uuid, epochs.remote_uuid);
         let header = header_oid(image.id());
         let io = image.io();
         // After a restart the newest local tag may already be this one.

@@ -3,10 +3,13 @@
 //! tag, the image client's data) and notify it, so a parked replayer looks again at once
 //! instead of on upstream's 30 s image state check.
 
+use tokio::sync::watch;
+
 use super::PoolCtx;
 use crate::cls;
 use crate::format::journal::header_oid;
-use crate::rados::{AckMode, IoCtx, Watch, WatchEvent};
+use crate::rados::{AckMode, IoCtx, Watch};
+use crate::rbd::Image;
 
 /// Armed for one wait: the replayer re-arms after each wake-up (the local image may have
 /// changed, a watch may have broken).
@@ -69,51 +72,36 @@ pub async fn disarm<I: IoCtx>(wakers: &mut Option<Wakers<I>>) {
     }
 }
 
-/// Watches the local image's journal while replaying, for `rbd mirror image resync`
-/// (librbd records the request in its client's data and notifies the header).
+/// Looks for `rbd mirror image resync` while replaying (librbd records the request in its
+/// client's data and notifies the local journal's header). The notifications come through
+/// the local image's lock, which watches that header already (for a promotion); a broken
+/// watch loses the lock, which stops the replay by itself.
 pub struct ResyncWatch<I> {
     io: I,
     image_id: String,
-    watch: Option<Watch>,
+    notified: watch::Receiver<u64>,
 }
 
 impl<I: IoCtx> ResyncWatch<I> {
-    pub async fn arm(io: &I, image_id: &str) -> Self {
-        let watch = match io.watch_with(&header_oid(image_id), AckMode::Auto).await {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(%image_id, %e, "watching the local journal for resync requests");
-                None
-            }
-        };
+    pub fn arm(local: &Image<I>) -> Self {
         ResyncWatch {
-            io: io.clone(),
-            image_id: image_id.to_string(),
-            watch,
+            io: local.io().clone(),
+            image_id: local.id().to_string(),
+            notified: local.journal_notifications(),
         }
     }
 
-    /// Resolves when a resync was requested, or when the watch broke (the caller looks
-    /// again, re-arming). Cancel safe.
+    /// Resolves when a resync was requested, or when its client could not be read (the
+    /// caller looks again). Cancel safe.
     pub async fn requested(&mut self) {
-        let Some(w) = self.watch.as_mut() else {
-            return std::future::pending().await;
-        };
         loop {
-            match w.next().await {
-                Some(WatchEvent::Notify(_)) | Some(WatchEvent::Lagged) => {}
-                Some(WatchEvent::Error(_)) | None => return,
+            if self.notified.changed().await.is_err() {
+                return std::future::pending().await;
             }
             match super::bootstrap::image_client(&self.io, &self.image_id).await {
                 Ok((_, true)) | Err(_) => return,
                 Ok((_, false)) => {}
             }
-        }
-    }
-
-    pub async fn disarm(self) {
-        if let Some(w) = self.watch {
-            let _ = self.io.unwatch(w.cookie).await;
         }
     }
 }

@@ -124,17 +124,57 @@ unsafe extern "C" {
 
 // librbd, for what only librbd can do cooperatively: demoting or promoting an image while
 // another librbd client holds its exclusive lock (it asks the holder to hand the lock over).
-#[link(name = "rbd")]
-unsafe extern "C" {
-    fn rbd_open_by_id(
-        io: rados_ioctx_t,
-        id: *const c_char,
-        image: *mut *mut c_void,
-        snap_name: *const c_char,
-    ) -> c_int;
-    fn rbd_close(image: *mut c_void) -> c_int;
-    fn rbd_mirror_image_demote(image: *mut c_void) -> c_int;
-    fn rbd_mirror_image_promote(image: *mut c_void, force: bool) -> c_int;
+// Loaded on first use, not linked: the daemon never needs it, and a linked librbd costs
+// every process ~4 MiB of resident relocated pages.
+type RbdOpenById =
+    unsafe extern "C" fn(rados_ioctx_t, *const c_char, *mut *mut c_void, *const c_char) -> c_int;
+type RbdImageFn = unsafe extern "C" fn(*mut c_void) -> c_int;
+type RbdPromote = unsafe extern "C" fn(*mut c_void, bool) -> c_int;
+
+struct Librbd {
+    open_by_id: RbdOpenById,
+    close: RbdImageFn,
+    demote: RbdImageFn,
+    promote: RbdPromote,
+}
+
+/// librbd's entry points, loaded once; `Err` names why it could not be.
+fn librbd() -> Result<&'static Librbd, &'static str> {
+    static LIB: std::sync::OnceLock<Result<Librbd, String>> = std::sync::OnceLock::new();
+    let loaded = LIB.get_or_init(|| {
+        // SAFETY: dlopen/dlsym/dlerror with NUL-terminated names; the handle is never
+        // closed, so the symbols stay valid for the life of the process.
+        unsafe {
+            let handle = libc::dlopen(c"librbd.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+            let why = || {
+                let e = libc::dlerror();
+                match e.is_null() {
+                    true => "librbd.so.1: not loadable".to_string(),
+                    false => CStr::from_ptr(e).to_string_lossy().into_owned(),
+                }
+            };
+            if handle.is_null() {
+                return Err(why());
+            }
+            let sym = |name: &CStr| {
+                let f = libc::dlsym(handle, name.as_ptr());
+                if f.is_null() { Err(why()) } else { Ok(f) }
+            };
+            Ok(Librbd {
+                open_by_id: std::mem::transmute::<*mut c_void, RbdOpenById>(sym(
+                    c"rbd_open_by_id",
+                )?),
+                close: std::mem::transmute::<*mut c_void, RbdImageFn>(sym(c"rbd_close")?),
+                demote: std::mem::transmute::<*mut c_void, RbdImageFn>(sym(
+                    c"rbd_mirror_image_demote",
+                )?),
+                promote: std::mem::transmute::<*mut c_void, RbdPromote>(sym(
+                    c"rbd_mirror_image_promote",
+                )?),
+            })
+        }
+    });
+    loaded.as_ref().map_err(String::as_str)
 }
 
 mod ops;
@@ -233,6 +273,19 @@ impl Cluster {
     pub(super) fn instance_id(&self) -> u64 {
         // SAFETY: handle is live and connected.
         unsafe { rados_get_instance_id(self.handle) }
+    }
+
+    /// Blocking: waits until this client has the cluster's newest osdmap. After a blocklist
+    /// entry is added, the ops we send next carry that epoch, so an OSD applies the
+    /// blocklist before it serves them.
+    pub(super) fn wait_for_latest_osdmap(&self) -> Result<(), Errno> {
+        // SAFETY: handle is live.
+        let r = unsafe { rados_wait_for_latest_osdmap(self.handle) };
+        if r < 0 {
+            Err(Errno::from_ret(r))
+        } else {
+            Ok(())
+        }
     }
 
     /// Blocking (waits for an osdmap).
@@ -608,20 +661,24 @@ impl RawIoCtx {
         image_id: &str,
         promote: Option<bool>,
     ) -> Result<(), Errno> {
+        let rbd = librbd().map_err(|why| {
+            tracing::error!(%why, "librbd is needed to promote or demote an image");
+            Errno::EOPNOTSUPP
+        })?;
         let id = cstr(image_id)?;
         let mut image: *mut c_void = ptr::null_mut();
         // SAFETY: live ioctx (librbd duplicates it for the image); `id` outlives the call;
         // a null snapshot name opens the head; valid out-pointer.
-        check(unsafe { rbd_open_by_id(self.io, id.as_ptr(), &mut image, ptr::null()) })?;
+        check(unsafe { (rbd.open_by_id)(self.io, id.as_ptr(), &mut image, ptr::null()) })?;
         // SAFETY: `image` was opened above and is closed exactly once below.
         let ret = unsafe {
             match promote {
-                None => rbd_mirror_image_demote(image),
-                Some(force) => rbd_mirror_image_promote(image, force),
+                None => (rbd.demote)(image),
+                Some(force) => (rbd.promote)(image, force),
             }
         };
         // SAFETY: as above; nothing uses `image` afterwards.
-        let closed = unsafe { rbd_close(image) };
+        let closed = unsafe { (rbd.close)(image) };
         check(ret)?;
         check(closed).map(drop)
     }

@@ -17,12 +17,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::blocking;
 use super::ffi::{self, Cluster, IoTune, RawIoCtx};
 use super::reply::decode_notify_reply;
+use super::{blocking, call_on};
 use crate::rados::{
     AckMode, Errno, IoCtx, NOSNAP, NotifyReply, RadosError, RadosOp, RadosResult, ReadOp,
-    ReadReply, ReadStep, SnapContext, SnapId, Watch, WriteOp, WriteStep,
+    ReadReply, ReadStep, SnapContext, SnapId, Watch, WriteOp,
 };
 
 /// What a cached librados ioctx is tuned for.
@@ -49,6 +49,8 @@ pub struct LibradosIoCtx {
 
 struct Inner {
     cluster: Arc<Cluster>,
+    /// The cluster's fsid, for the op trace.
+    fsid: String,
     pool_id: i64,
     pool_name: String,
     namespace: String,
@@ -58,6 +60,7 @@ struct Inner {
 impl LibradosIoCtx {
     pub(super) fn new(
         cluster: Arc<Cluster>,
+        fsid: String,
         pool_id: i64,
         pool_name: String,
         namespace: String,
@@ -68,6 +71,7 @@ impl LibradosIoCtx {
             .unwrap_or_default();
         let inner = Inner {
             cluster,
+            fsid,
             pool_id,
             pool_name,
             namespace,
@@ -76,6 +80,10 @@ impl LibradosIoCtx {
         LibradosIoCtx {
             inner: Arc::new(inner),
         }
+    }
+
+    fn call(&self, op: RadosOp, object: &str) -> impl Fn(Errno) -> RadosError {
+        call_on(&self.inner.fsid, op, object)
     }
 
     /// The librados ioctx tuned for `key`, created on first use (a local, non-blocking
@@ -188,17 +196,12 @@ impl LibradosIoCtx {
         image_id: &str,
         promote: Option<bool>,
     ) -> RadosResult<()> {
-        let err = self.err(op, image_id);
+        let err = self.call(op, image_id);
         let io = self.head().map_err(&err)?;
         let id = image_id.to_string();
         blocking(move || io.mirror_image_set_primary(&id, promote))
             .await
             .map_err(err)
-    }
-
-    fn err(&self, op: RadosOp, object: &str) -> impl Fn(Errno) -> RadosError {
-        let object = object.to_string();
-        move |errno| RadosError::new(op, object.clone(), errno)
     }
 }
 
@@ -231,6 +234,7 @@ impl IoCtx for LibradosIoCtx {
         let i = &self.inner;
         LibradosIoCtx::new(
             i.cluster.clone(),
+            i.fsid.clone(),
             i.pool_id,
             i.pool_name.clone(),
             namespace.to_string(),
@@ -238,46 +242,63 @@ impl IoCtx for LibradosIoCtx {
         )
     }
 
+    async fn pool_by_id(&self, pool_id: i64) -> RadosResult<Self> {
+        let what = format!("pool id {pool_id}");
+        let err = self.call(RadosOp::PoolLookup, &what);
+        let (cluster, ns) = (self.inner.cluster.clone(), self.inner.namespace.clone());
+        let (name, head) = blocking(move || {
+            let head = RawIoCtx::create(&cluster, pool_id, &ns, IoTune::Head)?;
+            Ok((head.pool_name()?, head))
+        })
+        .await
+        .map_err(err)?;
+        let ns = self.inner.namespace.clone();
+        let cluster = self.inner.cluster.clone();
+        Ok(LibradosIoCtx::new(
+            cluster,
+            self.inner.fsid.clone(),
+            pool_id,
+            name,
+            ns,
+            Some(Arc::new(head)),
+        ))
+    }
+
+    async fn pool_by_name(&self, name: &str) -> RadosResult<Self> {
+        let err = self.call(RadosOp::PoolLookup, name);
+        let (cluster, n) = (self.inner.cluster.clone(), name.to_string());
+        let id = blocking(move || cluster.pool_lookup(&n))
+            .await
+            .map_err(err)?;
+        self.pool_by_id(id).await
+    }
+
     async fn operate_write(&self, oid: &str, op: WriteOp) -> RadosResult<u64> {
-        let kind = if op.steps.iter().any(|s| matches!(s, WriteStep::Exec { .. })) {
-            RadosOp::Exec
-        } else {
-            RadosOp::Write
-        };
+        let err = self.call(op.kind(), oid);
         let key = match &op.snap_context {
             Some(snapc) if *snapc != SnapContext::default() => IoKey::Write(snapc.clone()),
             _ => IoKey::Head,
         };
-        let io = self.io(key).map_err(self.err(kind, oid))?;
-        ffi::write(&io, oid, &op).await.map_err(self.err(kind, oid))
+        let io = self.io(key).map_err(&err)?;
+        ffi::write(&io, oid, &op).await.map_err(err)
     }
 
     async fn operate_read(&self, oid: &str, op: ReadOp) -> RadosResult<ReadReply> {
-        let kind = if op.steps.iter().any(|s| matches!(s, ReadStep::Exec { .. })) {
-            RadosOp::Exec
-        } else {
-            RadosOp::Read
-        };
-        let io = self
-            .io(Self::read_key(op.snap))
-            .map_err(self.err(kind, oid))?;
+        let err = self.call(op.kind(), oid);
+        let io = self.io(Self::read_key(op.snap)).map_err(&err)?;
         if op
             .steps
             .iter()
             .any(|s| matches!(s, ReadStep::Read { len: 0, .. }))
         {
-            return self
-                .read_whole(&io, oid, &op)
-                .await
-                .map_err(self.err(kind, oid));
+            return self.read_whole(&io, oid, &op).await.map_err(err);
         }
-        let (results, version) = ffi::read(&io, oid, &op)
-            .await
-            .map_err(self.err(kind, oid))?;
+        let (results, version) = ffi::read(&io, oid, &op).await.map_err(err)?;
         Ok(ReadReply { results, version })
     }
 
     async fn watch_with(&self, oid: &str, ack: AckMode) -> RadosResult<Watch> {
+        let err = self.call(RadosOp::Watch, oid);
         let (sender, mut watch) = Watch::channel(0, ack);
         let (cluster, pool, ns, o) = (
             self.inner.cluster.clone(),
@@ -287,23 +308,24 @@ impl IoCtx for LibradosIoCtx {
         );
         watch.cookie = blocking(move || cluster.watch(pool, &ns, &o, sender))
             .await
-            .map_err(self.err(RadosOp::Watch, oid))?;
+            .map_err(err)?;
         Ok(watch)
     }
 
     async fn unwatch(&self, cookie: u64) -> RadosResult<()> {
+        let what = format!("cookie {cookie}");
+        let err = self.call(RadosOp::Unwatch, &what);
         let cluster = self.inner.cluster.clone();
-        blocking(move || cluster.unwatch(cookie))
-            .await
-            .map_err(self.err(RadosOp::Unwatch, &format!("cookie {cookie}")))
+        blocking(move || cluster.unwatch(cookie)).await.map_err(err)
     }
 
     async fn watch_check(&self, cookie: u64) -> RadosResult<Duration> {
+        let what = format!("cookie {cookie}");
         let ms = self
             .inner
             .cluster
             .watch_check(cookie)
-            .map_err(self.err(RadosOp::WatchCheck, &format!("cookie {cookie}")))?;
+            .map_err(self.call(RadosOp::WatchCheck, &what))?;
         Ok(Duration::from_millis(ms))
     }
 
@@ -313,7 +335,7 @@ impl IoCtx for LibradosIoCtx {
         payload: Bytes,
         timeout: Duration,
     ) -> RadosResult<NotifyReply> {
-        let err = self.err(RadosOp::Notify, oid);
+        let err = self.call(RadosOp::Notify, oid);
         let io = self.head().map_err(&err)?;
         let timeout_ms = u64::try_from(timeout.as_millis())
             .unwrap_or(u64::MAX)
@@ -331,7 +353,7 @@ impl IoCtx for LibradosIoCtx {
         cookie: u64,
         reply: Bytes,
     ) -> RadosResult<()> {
-        let err = self.err(RadosOp::NotifyAck, oid);
+        let err = self.call(RadosOp::NotifyAck, oid);
         self.head()
             .map_err(&err)?
             .notify_ack(oid, notify_id, cookie, &reply)
@@ -339,7 +361,7 @@ impl IoCtx for LibradosIoCtx {
     }
 
     async fn selfmanaged_snap_create(&self) -> RadosResult<SnapId> {
-        let err = self.err(RadosOp::SnapCreate, &self.inner.pool_name);
+        let err = self.call(RadosOp::SnapCreate, &self.inner.pool_name);
         let io = self.head().map_err(&err)?;
         blocking(move || io.selfmanaged_snap_create())
             .await
@@ -347,7 +369,7 @@ impl IoCtx for LibradosIoCtx {
     }
 
     async fn selfmanaged_snap_remove(&self, snap: SnapId) -> RadosResult<()> {
-        let err = self.err(RadosOp::SnapRemove, &self.inner.pool_name);
+        let err = self.call(RadosOp::SnapRemove, &self.inner.pool_name);
         let io = self.head().map_err(&err)?;
         blocking(move || io.selfmanaged_snap_remove(snap))
             .await
@@ -360,7 +382,7 @@ impl IoCtx for LibradosIoCtx {
         snap: SnapId,
         snapc: &SnapContext,
     ) -> RadosResult<()> {
-        let err = self.err(RadosOp::SnapRollback, oid);
+        let err = self.call(RadosOp::SnapRollback, oid);
         let io = self.io(IoKey::Write(snapc.clone())).map_err(&err)?;
         let o = oid.to_string();
         blocking(move || io.selfmanaged_snap_rollback(&o, snap))
@@ -369,7 +391,7 @@ impl IoCtx for LibradosIoCtx {
     }
 
     async fn list_objects(&self) -> RadosResult<Vec<String>> {
-        let err = self.err(RadosOp::List, &self.inner.pool_name);
+        let err = self.call(RadosOp::List, &self.inner.pool_name);
         let io = self.head().map_err(&err)?;
         blocking(move || io.list_objects()).await.map_err(err)
     }

@@ -180,6 +180,16 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or(Err(Errno::EIO))
 }
 
+/// Every call of this backend goes through here once: counted by kind, traced with the
+/// fsid of its cluster (the bench counts what is sent to each), and given the mapping of its
+/// failure to a [`RadosError`] (which counts it by errno). The object name is copied only
+/// on failure.
+fn call_on(fsid: &str, op: RadosOp, object: &str) -> impl Fn(Errno) -> RadosError {
+    crate::metrics::rados_op(op);
+    tracing::trace!(target: "rbd_relay::rados::ops", fsid, ?op, object);
+    move |errno| RadosError::new(op, object, errno)
+}
+
 /// Whole seconds for Ceph's seconds-typed options (at least 1: 0 would mean "forever").
 fn secs(d: Duration) -> String {
     d.as_secs_f64().ceil().max(1.0).to_string()
@@ -231,7 +241,8 @@ impl LibradosCluster {
             })
         })
         .await
-        .map_err(|e| RadosError::new(RadosOp::Connect, target, e))?;
+        // Before the connection there is no fsid to name.
+        .map_err(call_on("", RadosOp::Connect, &target))?;
         Ok(LibradosCluster {
             inner: Arc::new(inner),
         })
@@ -252,7 +263,7 @@ impl LibradosCluster {
         );
         blocking(move || c.service_register(&s, &d, &metadata))
             .await
-            .map_err(|e| RadosError::new(RadosOp::Connect, service, e))
+            .map_err(self.call(RadosOp::Connect, service))
     }
 
     /// Replaces this daemon's status in the service map.
@@ -260,7 +271,7 @@ impl LibradosCluster {
         let c = self.inner.cluster.clone();
         blocking(move || c.service_update_status(&status))
             .await
-            .map_err(|e| RadosError::new(RadosOp::Connect, "service status", e))
+            .map_err(self.call(RadosOp::Connect, "service status"))
     }
 
     async fn mon_command(
@@ -270,15 +281,20 @@ impl LibradosCluster {
         op: RadosOp,
         key: &str,
     ) -> RadosResult<Vec<u8>> {
+        let err = self.call(op, key);
         let c = self.inner.cluster.clone();
         let res =
             tokio::task::spawn_blocking(move || c.mon_command(&cmd.to_string(), &input)).await;
         match res {
             Ok(Ok(out)) => Ok(out),
             // The status text may echo a value: not logged.
-            Ok(Err((errno, _status))) => Err(RadosError::new(op, key, errno)),
-            Err(_) => Err(RadosError::new(op, key, Errno::EIO)),
+            Ok(Err((errno, _status))) => Err(err(errno)),
+            Err(_) => Err(err(Errno::EIO)),
         }
+    }
+
+    fn call(&self, op: RadosOp, object: &str) -> impl Fn(Errno) -> RadosError {
+        call_on(&self.inner.fsid, op, object)
     }
 
     fn head_ioctx(&self, pool_id: i64) -> Result<RawIoCtx, Errno> {
@@ -291,15 +307,17 @@ impl Rados for LibradosCluster {
     type IoCtx = LibradosIoCtx;
 
     async fn ioctx(&self, pool: &str) -> RadosResult<LibradosIoCtx> {
+        let err = self.call(RadosOp::PoolLookup, pool);
         let (this, name) = (self.clone(), pool.to_string());
         let (id, head) = blocking(move || {
             let id = this.inner.cluster.pool_lookup(&name)?;
             Ok((id, this.head_ioctx(id)?))
         })
         .await
-        .map_err(|e| RadosError::new(RadosOp::PoolLookup, pool, e))?;
+        .map_err(err)?;
         Ok(LibradosIoCtx::new(
             self.inner.cluster.clone(),
+            self.inner.fsid.clone(),
             id,
             pool.to_string(),
             String::new(),
@@ -308,15 +326,18 @@ impl Rados for LibradosCluster {
     }
 
     async fn ioctx_by_id(&self, pool_id: i64) -> RadosResult<LibradosIoCtx> {
+        let what = format!("pool id {pool_id}");
+        let err = self.call(RadosOp::PoolLookup, &what);
         let this = self.clone();
         let (name, head) = blocking(move || {
             let head = this.head_ioctx(pool_id)?;
             Ok((head.pool_name()?, head))
         })
         .await
-        .map_err(|e| RadosError::new(RadosOp::PoolLookup, format!("pool id {pool_id}"), e))?;
+        .map_err(err)?;
         Ok(LibradosIoCtx::new(
             self.inner.cluster.clone(),
+            self.inner.fsid.clone(),
             pool_id,
             name,
             String::new(),
@@ -325,13 +346,13 @@ impl Rados for LibradosCluster {
     }
 
     async fn pool_lookup(&self, pool: &str) -> RadosResult<i64> {
+        let err = self.call(RadosOp::PoolLookup, pool);
         let (c, name) = (self.inner.cluster.clone(), pool.to_string());
-        blocking(move || c.pool_lookup(&name))
-            .await
-            .map_err(|e| RadosError::new(RadosOp::PoolLookup, pool, e))
+        blocking(move || c.pool_lookup(&name)).await.map_err(err)
     }
 
     async fn pool_list(&self) -> RadosResult<Vec<(i64, String)>> {
+        let err = self.call(RadosOp::PoolList, "");
         let c = self.inner.cluster.clone();
         blocking(move || {
             let mut pools = Vec::new();
@@ -346,7 +367,7 @@ impl Rados for LibradosCluster {
             Ok(pools)
         })
         .await
-        .map_err(|e| RadosError::new(RadosOp::PoolList, "", e))
+        .map_err(err)
     }
 
     fn fsid(&self) -> String {
@@ -367,8 +388,13 @@ impl Rados for LibradosCluster {
             "expire": expire.as_secs_f64(),
         });
         self.mon_command(cmd, Bytes::new(), RadosOp::Blocklist, addr)
+            .await?;
+        // As librbd's lock breaker does: the lock may only be broken once the OSDs refuse
+        // the fenced client, and our next ops make them catch up to this map.
+        let c = self.inner.cluster.clone();
+        blocking(move || c.wait_for_latest_osdmap())
             .await
-            .map(drop)
+            .map_err(|errno| RadosError::new(RadosOp::Blocklist, addr, errno))
     }
 
     async fn config_key_get(&self, key: &str) -> RadosResult<Bytes> {

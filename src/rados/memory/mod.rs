@@ -162,15 +162,20 @@ pub struct MemoryRados {
 }
 
 impl MemoryRados {
-    fn check_blocklist(&self, op: RadosOp, object: &str) -> RadosResult<()> {
+    /// Every call of this connection starts here (watch_check aside: a local call in
+    /// librados that a blocklist does not refuse): counted, then refused when the client
+    /// is blocklisted, as Ceph refuses a fenced client.
+    fn admit(&self, op: RadosOp, object: &str) -> RadosResult<()> {
+        crate::metrics::rados_op(op);
+        tracing::trace!(target: "rbd_relay::rados::ops", ?op, object, client = self.caller.gid);
         if lock(&self.cluster.blocklist).contains(&self.caller.gid) {
             return Err(RadosError::new(op, object, Errno::EBLOCKLISTED));
         }
         Ok(())
     }
 
+    /// The pool's ioctx; the caller was admitted.
     fn open(&self, pool_id: i64, what: &str) -> RadosResult<MemoryIoCtx> {
-        self.check_blocklist(RadosOp::PoolLookup, what)?;
         let pools = lock(&self.cluster.pools);
         let pool = pools
             .by_id
@@ -194,10 +199,12 @@ impl Rados for MemoryRados {
         self.open(id, pool)
     }
     async fn ioctx_by_id(&self, pool_id: i64) -> RadosResult<MemoryIoCtx> {
-        self.open(pool_id, &pool_id.to_string())
+        let what = pool_id.to_string();
+        self.admit(RadosOp::PoolLookup, &what)?;
+        self.open(pool_id, &what)
     }
     async fn pool_lookup(&self, pool: &str) -> RadosResult<i64> {
-        self.check_blocklist(RadosOp::PoolLookup, pool)?;
+        self.admit(RadosOp::PoolLookup, pool)?;
         let pools = lock(&self.cluster.pools);
         let found = pools
             .by_id
@@ -207,7 +214,7 @@ impl Rados for MemoryRados {
         found.ok_or_else(|| RadosError::new(RadosOp::PoolLookup, pool, Errno::ENOENT))
     }
     async fn pool_list(&self) -> RadosResult<Vec<(i64, String)>> {
-        self.check_blocklist(RadosOp::PoolList, "")?;
+        self.admit(RadosOp::PoolList, "")?;
         Ok(lock(&self.cluster.pools)
             .by_id
             .iter()
@@ -224,7 +231,7 @@ impl Rados for MemoryRados {
         format!("127.0.0.1:0/{}", self.caller.nonce)
     }
     async fn blocklist_add(&self, addr: &str, _expire: Duration) -> RadosResult<()> {
-        self.check_blocklist(RadosOp::Blocklist, addr)?;
+        self.admit(RadosOp::Blocklist, addr)?;
         let nonce = addr
             .rsplit_once('/')
             .and_then(|(_, n)| n.parse::<u32>().ok());
@@ -241,14 +248,14 @@ impl Rados for MemoryRados {
         Ok(())
     }
     async fn config_key_get(&self, key: &str) -> RadosResult<Bytes> {
-        self.check_blocklist(RadosOp::ConfigKey, key)?;
+        self.admit(RadosOp::ConfigKey, key)?;
         let keys = lock(&self.cluster.config_keys);
         keys.get(key)
             .cloned()
             .ok_or_else(|| RadosError::new(RadosOp::ConfigKey, key, Errno::ENOENT))
     }
     async fn config_key_set(&self, key: &str, value: Bytes) -> RadosResult<()> {
-        self.check_blocklist(RadosOp::ConfigKey, key)?;
+        self.admit(RadosOp::ConfigKey, key)?;
         lock(&self.cluster.config_keys).insert(key.to_string(), value);
         Ok(())
     }
@@ -279,7 +286,7 @@ impl MemoryIoCtx {
         oid: &str,
         f: impl FnOnce(&mut Pool) -> Result<T, Errno>,
     ) -> RadosResult<T> {
-        self.conn.check_blocklist(op, oid)?;
+        self.conn.admit(op, oid)?;
         let mut pools = lock(&self.cluster().pools);
         let pool = pools.by_id.get_mut(&self.pool_id).ok_or(Errno::ENOENT);
         pool.and_then(f).map_err(|e| RadosError::new(op, oid, e))
@@ -347,16 +354,21 @@ impl IoCtx for MemoryIoCtx {
             ..self.clone()
         }
     }
+    async fn pool_by_id(&self, pool_id: i64) -> RadosResult<Self> {
+        let io = self.conn.ioctx_by_id(pool_id).await?;
+        Ok(io.with_namespace(&self.namespace))
+    }
+    async fn pool_by_name(&self, name: &str) -> RadosResult<Self> {
+        let io = self.conn.ioctx(name).await?;
+        Ok(io.with_namespace(&self.namespace))
+    }
 
     async fn operate_write(&self, oid: &str, op: WriteOp) -> RadosResult<u64> {
-        let has_exec = op
-            .steps
-            .iter()
-            .any(|s| matches!(s, super::WriteStep::Exec { .. }));
-        let env = self.env(oid, has_exec);
+        let kind = op.kind();
+        let env = self.env(oid, kind == RadosOp::Exec);
         let ns_oid = (self.namespace.clone(), oid.to_string());
         let mut removed = false;
-        let result = self.with_pool(RadosOp::Write, oid, |pool| {
+        let result = self.with_pool(kind, oid, |pool| {
             store::validate_write(&op.steps)?;
             valid_snapc(op.snap_context.as_ref())?;
             let obj = pool.objects.entry(ns_oid.clone()).or_default();
@@ -397,11 +409,11 @@ impl IoCtx for MemoryIoCtx {
             }
             _ => false,
         });
-        let has_exec = op.steps.iter().any(|s| matches!(s, ReadStep::Exec { .. }));
-        let env = self.env(oid, has_exec);
+        let kind = op.kind();
+        let env = self.env(oid, kind == RadosOp::Exec);
         let ns_oid = (self.namespace.clone(), oid.to_string());
         let mut removed = false;
-        let result = self.with_pool(RadosOp::Read, oid, |pool| {
+        let result = self.with_pool(kind, oid, |pool| {
             if op.steps.is_empty() {
                 return Err(Errno::EINVAL);
             }
@@ -437,12 +449,12 @@ impl IoCtx for MemoryIoCtx {
         ))
     }
     async fn unwatch(&self, cookie: u64) -> RadosResult<()> {
-        self.conn
-            .check_blocklist(RadosOp::Unwatch, &cookie.to_string())?;
+        self.conn.admit(RadosOp::Unwatch, &cookie.to_string())?;
         let r = self.cluster().watches.unwatch(self.conn.caller.gid, cookie);
         r.map_err(|e| RadosError::new(RadosOp::Unwatch, cookie.to_string(), e))
     }
     async fn watch_check(&self, cookie: u64) -> RadosResult<Duration> {
+        crate::metrics::rados_op(RadosOp::WatchCheck);
         let r = self.cluster().watches.check(self.conn.caller.gid, cookie);
         r.map_err(|e| RadosError::new(RadosOp::WatchCheck, cookie.to_string(), e))
     }
@@ -466,7 +478,7 @@ impl IoCtx for MemoryIoCtx {
         cookie: u64,
         reply: Bytes,
     ) -> RadosResult<()> {
-        self.conn.check_blocklist(RadosOp::NotifyAck, oid)?;
+        self.conn.admit(RadosOp::NotifyAck, oid)?;
         let r = self
             .cluster()
             .watches

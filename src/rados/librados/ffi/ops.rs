@@ -188,6 +188,9 @@ fn ptrs<'a>(items: impl Iterator<Item = &'a [u8]>) -> (Vec<*const c_char>, Vec<s
 /// Where librados writes one read step's output.
 enum Slot {
     Read {
+        /// Capacity for the whole read, length 0 until it lands: never zeroed, so only the
+        /// pages librados fills become resident (a 1 MiB journal piece of a few entries
+        /// costs a few pages, not a megabyte).
         buf: Vec<u8>,
         got: size_t,
         rval: c_int,
@@ -248,7 +251,7 @@ impl Drop for ReadOut {
 fn slot_for(step: &ReadStep) -> Slot {
     match step {
         ReadStep::Read { len, .. } => Slot::Read {
-            buf: vec![0; *len as usize],
+            buf: Vec::with_capacity(*len as usize),
             got: 0,
             rval: 0,
         },
@@ -346,9 +349,14 @@ unsafe fn add_read_step(
     // call; out-pointers point into the slot, whose variant matches the step.
     unsafe {
         match (step, &mut *slot) {
-            (ReadStep::Read { offset, .. }, Slot::Read { buf, got, rval }) => {
-                rados_read_op_read(op, *offset, buf.len(), buf.as_mut_ptr().cast(), got, rval)
-            }
+            (ReadStep::Read { offset, .. }, Slot::Read { buf, got, rval }) => rados_read_op_read(
+                op,
+                *offset,
+                buf.capacity(),
+                buf.as_mut_ptr().cast(),
+                got,
+                rval,
+            ),
             (ReadStep::Stat, Slot::Stat { size, mtime, rval }) => {
                 rados_read_op_stat(op, size, mtime, rval)
             }
@@ -452,6 +460,16 @@ unsafe fn add_read_step(
     Ok(())
 }
 
+/// A read result that does not pin a much larger allocation for as long as it (or a slice
+/// of it, such as a journal entry's payload) lives.
+fn right_sized(buf: Vec<u8>) -> Bytes {
+    if buf.capacity() > 64 << 10 && buf.len() < buf.capacity() / 2 {
+        Bytes::copy_from_slice(&buf)
+    } else {
+        Bytes::from(buf)
+    }
+}
+
 /// SAFETY (caller): the op owning `slot` has completed (iterators and buffers are filled).
 unsafe fn take_result(slot: &mut Slot) -> Result<ReadResult, Errno> {
     let fail = |rval: c_int| {
@@ -464,8 +482,9 @@ unsafe fn take_result(slot: &mut Slot) -> Result<ReadResult, Errno> {
     Ok(match slot {
         Slot::Read { buf, got, rval } => {
             fail(*rval)?;
-            buf.truncate(*got);
-            ReadResult::Data(Bytes::from(std::mem::take(buf)))
+            // SAFETY: librados wrote `got` bytes (at most the capacity it was given).
+            unsafe { buf.set_len((*got).min(buf.capacity())) };
+            ReadResult::Data(right_sized(std::mem::take(buf)))
         }
         Slot::Stat { size, mtime, rval } => {
             fail(*rval)?;
