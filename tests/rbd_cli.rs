@@ -227,7 +227,12 @@ async fn locked_non_primary(
     io: &LibradosIoCtx,
     prefix: &str,
 ) -> (Image<LibradosIoCtx>, NonPrimarySpec) {
-    cli("rbd", &["mirror", "pool", "enable", "rbd", "image"]);
+    // Once per process: two `rbd mirror pool enable` racing on a pool whose mode is still
+    // disabled both try to allocate the mirror uuid, and the loser fails with EINVAL.
+    static MIRRORING: std::sync::Once = std::sync::Once::new();
+    MIRRORING.call_once(|| {
+        cli("rbd", &["mirror", "pool", "enable", "rbd", "image"]);
+    });
     let spec = NonPrimarySpec {
         size: SIZE,
         order: ORDER,
