@@ -67,7 +67,8 @@ pub struct ReplaySettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyncSettings {
-    /// Objects copied concurrently per image during a full sync.
+    /// Objects copied at once by full syncs, across all images of the daemon (one image
+    /// alone may use them all): bounds sync memory at about two object-sized buffers each.
     pub objects_in_flight: usize,
 }
 
@@ -138,7 +139,7 @@ impl Default for ReplaySettings {
 impl Default for SyncSettings {
     fn default() -> Self {
         SyncSettings {
-            objects_in_flight: 16,
+            objects_in_flight: 32,
         }
     }
 }

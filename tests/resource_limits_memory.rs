@@ -118,7 +118,7 @@ async fn a_stuck_secondary_holds_no_more_than_the_global_budget() {
 async fn one_stuck_image_does_not_hold_up_the_others() {
     let sites = TwoSites::new(MirrorMode::Image).await.unwrap();
     let stuck = primary(&sites, "stuck").await;
-    let mut others = vec![primary(&sites, "a").await, primary(&sites, "b").await];
+    let mut others = [primary(&sites, "a").await, primary(&sites, "b").await];
     let local = Faults::new(3);
     let mut settings = Settings::default();
     settings.pools.refresh_interval_ms = 200;

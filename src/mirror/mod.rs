@@ -26,7 +26,7 @@ pub mod registry;
 
 use std::sync::Arc;
 
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -47,6 +47,8 @@ pub struct Env<R: Rados, C> {
     pub registry: Arc<Registry>,
     /// Journal bytes fetched and not yet applied, across all images.
     pub prefetch: Arc<PrefetchBudget>,
+    /// Objects being copied by image syncs, across all images.
+    pub sync_slots: Arc<Semaphore>,
     /// Settings an operator may change while running (`config set`); read at each use.
     pub live: Arc<watch::Sender<LiveSettings>>,
 }
@@ -60,6 +62,7 @@ impl<R: Rados, C> Clone for Env<R, C> {
             tasks: self.tasks.clone(),
             registry: self.registry.clone(),
             prefetch: self.prefetch.clone(),
+            sync_slots: self.sync_slots.clone(),
             live: self.live.clone(),
         }
     }
@@ -69,6 +72,7 @@ impl<R: Rados, C: Connector<Rados = R>> Env<R, C> {
     pub fn new(local: R, connector: C, settings: Settings) -> Self {
         let prefetch = PrefetchBudget::new(settings.replay.total_prefetch_bytes);
         let live = Arc::new(watch::Sender::new(settings.live()));
+        let sync_slots = Arc::new(Semaphore::new(settings.sync.objects_in_flight.max(1)));
         Env {
             live,
             settings: Arc::new(settings),
@@ -77,6 +81,7 @@ impl<R: Rados, C: Connector<Rados = R>> Env<R, C> {
             tasks: TaskTracker::new(),
             registry: Arc::new(Registry::default()),
             prefetch,
+            sync_slots,
         }
     }
 }

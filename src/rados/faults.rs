@@ -47,6 +47,8 @@ struct Plan {
     hang: Option<(String, Duration)>,
     /// See [`Faults::delay`]: op, object prefix and how long each call waits.
     delays: Vec<(RadosOp, String, Duration)>,
+    /// See [`Faults::delay_reply`]: the same, after the op took effect.
+    reply_delays: Vec<(RadosOp, String, Duration)>,
     notify: NotifyFaults,
     rng: u64,
     injected: u64,
@@ -62,6 +64,7 @@ impl Faults {
             ops: Vec::new(),
             hang: None,
             delays: Vec::new(),
+            reply_delays: Vec::new(),
             notify: NotifyFaults::default(),
             rng: seed | 1,
             injected: 0,
@@ -85,6 +88,13 @@ impl Faults {
         self.lock().delays.push((op, object_prefix.to_string(), by));
     }
 
+    /// Every `op` about an object starting with `object_prefix` takes effect, then its
+    /// reply waits `by`, as on a slow network back: a caller dropped meanwhile never
+    /// learns that its op succeeded.
+    pub fn delay_reply(&self, op: RadosOp, object_prefix: &str, by: Duration) {
+        self.lock().reply_delays.push((op, object_prefix.to_string(), by));
+    }
+
     pub fn set_notify(&self, notify: NotifyFaults) {
         self.lock().notify = notify;
     }
@@ -95,6 +105,7 @@ impl Faults {
         plan.ops.clear();
         plan.hang = None;
         plan.delays.clear();
+        plan.reply_delays.clear();
         plan.notify = NotifyFaults::default();
     }
 
@@ -110,12 +121,7 @@ impl Faults {
 
     /// The plan's verdict on one call: a hang first (the lock is not held while waiting).
     async fn check(&self, op: RadosOp, object: &str) -> RadosResult<()> {
-        let delay = self.lock().delays.iter().find_map(|(o, prefix, by)| {
-            (*o == op && object.starts_with(prefix.as_str())).then_some(*by)
-        });
-        if let Some(by) = delay {
-            tokio::time::sleep(by).await;
-        }
+        self.wait(op, object, |plan| &plan.delays).await;
         let hang = self.lock().hang.clone();
         if let Some((prefix, after)) = hang
             && object.starts_with(&prefix)
@@ -125,6 +131,21 @@ impl Faults {
             return Err(RadosError::new(op, object, Errno::ETIMEDOUT));
         }
         self.fail_now(op, object)
+    }
+
+    /// Waits as long as the first of `delays` matching the call says, if any.
+    async fn wait(
+        &self,
+        op: RadosOp,
+        object: &str,
+        delays: fn(&Plan) -> &Vec<(RadosOp, String, Duration)>,
+    ) {
+        let delay = delays(&self.lock()).iter().find_map(|(o, prefix, by)| {
+            (*o == op && object.starts_with(prefix.as_str())).then_some(*by)
+        });
+        if let Some(by) = delay {
+            tokio::time::sleep(by).await;
+        }
     }
 
     fn fail_now(&self, op: RadosOp, object: &str) -> RadosResult<()> {
@@ -285,7 +306,11 @@ impl<I: IoCtx> IoCtx for FaultyIoCtx<I> {
     }
     async fn operate_write(&self, oid: &str, op: WriteOp) -> RadosResult<u64> {
         self.faults.check(RadosOp::Write, oid).await?;
-        self.inner.operate_write(oid, op).await
+        let result = self.inner.operate_write(oid, op).await;
+        self.faults
+            .wait(RadosOp::Write, oid, |plan| &plan.reply_delays)
+            .await;
+        result
     }
     async fn operate_read(&self, oid: &str, op: ReadOp) -> RadosResult<ReadReply> {
         self.faults.check(RadosOp::Read, oid).await?;

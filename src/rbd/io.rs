@@ -167,12 +167,17 @@ impl<I: IoCtx> Image<I> {
     }
 
     /// A whole data object of HEAD or a snapshot; `None` when it does not exist.
+    /// No object outgrows the object size, so one read of that length gets it all: a
+    /// read "to the end" costs librados a size probe first (a second round trip per object
+    /// of an image sync).
     pub async fn read_object(
         &self,
         object_no: u64,
         snap: Option<u64>,
     ) -> Result<Option<Bytes>, RbdError> {
-        let op = ReadOp::new().read(0, 0).at_snap(snap.unwrap_or(NOSNAP));
+        let op = ReadOp::new()
+            .read(0, self.object_size())
+            .at_snap(snap.unwrap_or(NOSNAP));
         match self
             .data_io
             .operate_read(&self.data_oid(object_no), op)
@@ -205,6 +210,8 @@ impl<I: IoCtx> Image<I> {
         }
         let (effect, op) = match data {
             Some(d) => (Effect::Writes, WriteOp::new().write_full(d)),
+            // The map is exact for a lock holder: nothing there to remove.
+            None if self.known_absent(object_no) => return Ok(()),
             None => (Effect::Removes, WriteOp::new().remove()),
         };
         let effects = [(object_no, effect)];

@@ -18,7 +18,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use super::{Image, RbdError};
 use crate::cls::image as cls_image;
 use crate::format::Encode;
-use crate::format::image::{ObjectMapUpdateInput, features, oids};
+use crate::format::image::{ObjectMapUpdateInput, SnapshotInfo, features, flags, oids};
 use crate::format::object_map::{ObjectMap, ObjectState};
 use crate::rados::{IoCtx, RadosResult, WriteOp};
 
@@ -144,6 +144,39 @@ impl<I: IoCtx> Image<I> {
             .map_err(|e| self.shared.write_error(e))?;
         self.object_map.set(&sorted, state);
         Ok(())
+    }
+
+    /// The object map of snapshot `snap_id` if it can be trusted (feature on, not flagged
+    /// invalid, sized for the snapshot): a copy skips the objects it says never existed,
+    /// as librbd's deep copy does.
+    pub async fn snapshot_object_map(&self, snap: &SnapshotInfo) -> Result<Option<ObjectMap>, RbdError> {
+        if !self.has_object_map() {
+            return Ok(None);
+        }
+        let header = oids::header(&self.id);
+        if cls_image::get_flags(&self.io, &header, snap.id).await? & flags::OBJECT_MAP_INVALID != 0 {
+            return Ok(None);
+        }
+        let count = super::layout::object_count(self.header.order, snap.image_size);
+        match cls_image::object_map_load(&self.io, &self.map_oid(Some(snap.id))).await {
+            Ok(map) if map.len() == count => Ok(Some(map)),
+            Ok(_) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Marks `objects` EXISTS ahead of writes to them (one update per run), so an image
+    /// sync's writes find them marked instead of each updating the map on its own.
+    pub async fn mark_exists(&self, objects: &[u64]) -> Result<(), RbdError> {
+        self.shared.check_writable()?;
+        let effects: Vec<(u64, Effect)> = objects.iter().map(|&o| (o, Effect::Writes)).collect();
+        self.object_map_pre(&effects).await
+    }
+
+    /// True if HEAD's map (held under the lock) says the object does not exist.
+    pub(super) fn known_absent(&self, object_no: u64) -> bool {
+        self.object_map.state(object_no) == Some(ObjectState::Nonexistent)
     }
 
     /// Resizes HEAD's map to `object_count` (after the objects past it are gone).

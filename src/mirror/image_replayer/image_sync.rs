@@ -19,12 +19,16 @@
 //!                  same way), then forget it
 //! ```
 //! Objects absent on the primary are removed locally (a rerun may have copied them before
-//! the primary discarded them); only allocated objects move data.
+//! the primary discarded them); only allocated objects move data, and the sync point's
+//! object map (when trustworthy) spares reading the ones that never existed.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 
 use crate::cls::image as cls_image;
 use crate::cls::journal as cls_journal;
@@ -37,8 +41,9 @@ use crate::format::event::{Event, EventEntry};
 use crate::format::image::{ProtectionStatus, SnapshotInfo, SnapshotNamespace};
 use crate::format::journal::{ObjectSetPosition, header_oid};
 use crate::format::notify::{ClientId, HeaderNotify};
+use crate::format::object_map::ObjectState;
 use crate::journal::writer::JournalWriter;
-use crate::rados::{Fence, IoCtx, NOSNAP};
+use crate::rados::{Errno, Fence, IoCtx, NOSNAP, RadosError, RadosOp};
 use crate::rbd::{Image, RbdError, fencing};
 
 use super::{PoolCtx, ReplayError};
@@ -47,6 +52,17 @@ use super::{PoolCtx, ReplayError};
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 /// Checkpoint the copy at most this often.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// What the syncs of one daemon share: the tasks a clean stop waits for, and the object
+/// slots that bound their memory together (each object in flight holds up to two
+/// object-sized buffers, whichever image it belongs to).
+#[derive(Clone)]
+pub struct SyncShare {
+    pub tasks: TaskTracker,
+    pub slots: Arc<Semaphore>,
+    /// The most objects one image copies at once (the slots' total).
+    pub width: usize,
+}
 
 /// Reports progress as (objects done, objects total) of the current phase.
 pub trait Progress {
@@ -57,28 +73,17 @@ pub trait Progress {
 
 pub async fn run<I: IoCtx>(
     ctx: &PoolCtx<I>,
+    share: &SyncShare,
     remote_image_id: &str,
     local: &mut Image<I>,
     meta: &mut MirrorPeerClientMeta,
-    objects_in_flight: usize,
     progress: &mut (dyn Progress + Send),
 ) -> Result<(), ReplayError> {
     let header = header_oid(remote_image_id);
     // CREATE_SYNC_POINT
     if meta.sync_points.is_empty() {
-        // A sync point whose creation a crash cut short (made, never recorded) is ours by
-        // name: remove it, or it would stay on the primary for good.
-        let ours = format!(".rbd-mirror.{}.", ctx.local_uuid);
-        let remote = Image::open(ctx.remote_io.clone(), remote_image_id).await?;
-        for orphan in remote
-            .snapshots()
-            .iter()
-            .filter(|s| s.name.starts_with(&ours))
-        {
-            journaled_snap_op(ctx, remote_image_id, &orphan.name, false).await?;
-        }
-        let name = format!("{ours}{}", uuid::Uuid::new_v4());
-        let position = journaled_snap_op(ctx, remote_image_id, &name, true).await?;
+        let name = format!("{}{}", sync_point_prefix(ctx), uuid::Uuid::new_v4());
+        let position = journaled_snap_op(ctx, &share.tasks, remote_image_id, &name, true).await?;
         meta.sync_points.push(MirrorPeerSyncPoint {
             snap_name: name,
             from_snap_name: String::new(),
@@ -110,7 +115,7 @@ pub async fn run<I: IoCtx>(
         .collect();
     for snap in &older {
         let phase = format!("snapshot {}", snap.name);
-        copy_objects(&remote, local, snap, 0, objects_in_flight, progress, None).await?;
+        copy_objects(&remote, local, snap, 0, share, progress, None).await?;
         progress.progress(&phase, 1, 1);
         let local_id = match local.snap_create(&snap.name, SnapshotNamespace::User).await {
             Err(RbdError::Exists(_)) => local
@@ -143,7 +148,7 @@ pub async fn run<I: IoCtx>(
         local,
         &point,
         start,
-        objects_in_flight,
+        share,
         progress,
         Some(head),
     )
@@ -179,13 +184,14 @@ pub async fn run<I: IoCtx>(
 /// then forgets it. Idempotent, so a replay start after a crash finishes the job.
 pub async fn prune_sync_point<I: IoCtx>(
     ctx: &PoolCtx<I>,
+    tasks: &TaskTracker,
     remote_image_id: &str,
     meta: &mut MirrorPeerClientMeta,
 ) -> Result<(), ReplayError> {
     let Some(point) = meta.sync_points.first() else {
         return Ok(());
     };
-    journaled_snap_op(ctx, remote_image_id, &point.snap_name.clone(), false).await?;
+    journaled_snap_op(ctx, tasks, remote_image_id, &point.snap_name.clone(), false).await?;
     meta.sync_points.clear();
     save_meta(ctx, &header_oid(remote_image_id), meta).await
 }
@@ -208,7 +214,7 @@ async fn copy_objects<I: IoCtx>(
     local: &mut Image<I>,
     snap: &SnapshotInfo,
     start: u64,
-    in_flight: usize,
+    share: &SyncShare,
     progress: &mut (dyn Progress + Send),
     mut checkpoint: Option<Checkpoint<'_, I>>,
 ) -> Result<(), ReplayError> {
@@ -216,10 +222,22 @@ async fn copy_objects<I: IoCtx>(
         local.resize(snap.image_size).await?;
     }
     let total = crate::rbd::layout::object_count(remote.order(), snap.image_size);
+    // Objects the snapshot's map says never existed are neither read nor written (a fresh
+    // copy's map says they are absent here too); the rest are marked in the local map up
+    // front, one update per run instead of one per object.
+    let map = remote.snapshot_object_map(snap).await?;
+    let absent = |n: u64| map.as_ref().and_then(|m| m.get(n)) == Some(ObjectState::Nonexistent);
+    let present: Vec<u64> = (start..total).filter(|&n| !absent(n)).collect();
+    local.mark_exists(&present).await?;
     let local_ref: &Image<I> = local;
     let mut copies = futures::stream::iter(start..total)
         .map(|n| async move {
-            let data: Option<Bytes> = remote.read_object(n, Some(snap.id)).await?;
+            let _slot = share.slots.acquire().await.expect("sync slots are never closed");
+            let data: Option<Bytes> = if absent(n) {
+                None
+            } else {
+                remote.read_object(n, Some(snap.id)).await?
+            };
             let bytes = data.as_ref().map_or(0, |d| d.len() as u64);
             let absent = data.is_none();
             match local_ref.write_object(n, data).await {
@@ -229,7 +247,7 @@ async fn copy_objects<I: IoCtx>(
             }
             Ok::<_, RbdError>((n, bytes))
         })
-        .buffered(in_flight.max(1));
+        .buffered(share.width.max(1));
     let mut saved = Instant::now();
     while let Some((n, bytes)) = copies.try_next().await? {
         progress.copied(bytes);
@@ -259,96 +277,109 @@ async fn save_meta<I: IoCtx>(
 /// under the exclusive lock, journaled in a new epoch, committed. Returns the position of
 /// the op's last entry.
 ///
-/// A replayer stopped meanwhile (a hand-over to another instance, an operator's stop)
-/// drops this future; a dropped image would keep the primary's lock (and a watch librados
-/// keeps acking, so the holder looks alive) until the process dies, blocking every other
-/// instance's sync of the image. So the lock is released on drop; the op itself stops
-/// where it was, as a crash would leave it (an unrecorded sync point is removed by the
-/// next sync).
+/// The op runs to its end on a task of its own (tracked, so a clean stop waits for it): a
+/// replayer stopped meanwhile (a hand-over to another instance, an operator's stop) drops
+/// only the wait. Dropped halfway, a lock the OSD had granted but the image had not yet
+/// recorded stayed with our live client (whose watch librados keeps acking), and every
+/// instance's sync of the image waited on it until the process died. A sync point made
+/// for a sync that stopped meanwhile is never recorded; the next sync removes it.
 async fn journaled_snap_op<I: IoCtx>(
     ctx: &PoolCtx<I>,
+    tasks: &TaskTracker,
     image_id: &str,
     name: &str,
     create: bool,
 ) -> Result<ObjectSetPosition, ReplayError> {
-    let image = Image::open(ctx.remote_io.clone(), image_id).await?;
-    let mut guard = UnlockOnDrop(Some(image));
-    let Some(image) = guard.0.as_mut() else {
-        return Err(RbdError::LockNotHeld.into()); // just set: never taken
-    };
-    let result = locked_snap_op(ctx, image, image_id, name, create).await;
-    if let Some(mut image) = guard.0.take() {
-        image.release_lock().await?;
-    }
-    result
-}
-
-/// Releases a primary's lock whose holder was dropped mid-op.
-struct UnlockOnDrop<I: IoCtx>(Option<Image<I>>);
-
-impl<I: IoCtx> Drop for UnlockOnDrop<I> {
-    fn drop(&mut self) {
-        if let Some(mut image) = self.0.take() {
-            tokio::spawn(async move {
-                if let Err(e) = image.release_lock().await {
-                    tracing::warn!(image = %image.name(), %e, "releasing the primary's lock");
+    let (io, fence) = (ctx.remote_io.clone(), ctx.remote_fence.clone());
+    let (id, snap, ours) = (image_id.to_string(), name.to_string(), sync_point_prefix(ctx));
+    let op = tasks.spawn(async move {
+        let mut image = Image::open(io.clone(), &id).await?;
+        let result = async {
+            take_lock(fence.as_ref(), &mut image).await?;
+            if create {
+                // Sync points of ours that were made and never recorded (a crash, or a
+                // stopped sync's op finishing after the stop) would stay on the primary for
+                // good. Looked for under the lock, so one still being made is seen.
+                let orphans: Vec<String> = image
+                    .snapshots()
+                    .iter()
+                    .filter(|s| s.name.starts_with(&ours))
+                    .map(|s| s.name.clone())
+                    .collect();
+                for orphan in orphans {
+                    locked_snap_op(&io, &mut image, &id, &orphan, false).await?;
                 }
-            });
+            }
+            locked_snap_op(&io, &mut image, &id, &snap, create).await
+        }
+        .await;
+        image.release_lock().await?;
+        result
+    });
+    match op.await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime shutting down cancels it.
+        Err(_) => {
+            let kind = if create { RadosOp::SnapCreate } else { RadosOp::SnapRemove };
+            Err(RadosError::new(kind, name, Errno::ESHUTDOWN).into())
         }
     }
 }
 
+/// Our sync points' names start with this (`.rbd-mirror.<local mirror uuid>.`).
+fn sync_point_prefix<I>(ctx: &PoolCtx<I>) -> String {
+    format!(".rbd-mirror.{}.", ctx.local_uuid)
+}
+
+/// One journaled snapshot op, the lock held.
 async fn locked_snap_op<I: IoCtx>(
-    ctx: &PoolCtx<I>,
+    io: &I,
     image: &mut Image<I>,
     image_id: &str,
     name: &str,
     create: bool,
 ) -> Result<ObjectSetPosition, ReplayError> {
-    take_lock(ctx.remote_fence.as_ref(), image).await?;
-    async {
-        let mut journal = JournalWriter::open(ctx.remote_io.clone(), image_id).await?;
-        let ns = SnapshotNamespace::User;
-        let event = if create {
-            Event::SnapCreate {
-                op_tid: 1,
-                snap_name: name.into(),
-                snap_namespace: ns.clone(),
-            }
-        } else {
-            Event::SnapRemove {
-                op_tid: 1,
-                snap_name: name.into(),
-                snap_namespace: ns.clone(),
-            }
-        };
-        journal.append(&stamped(event)).await?;
-        let r = if create {
-            image.snap_create(name, ns).await.map(drop)
-        } else {
-            match image.snap_remove(name, &ns).await {
-                Err(RbdError::SnapshotNotFound(_)) => Ok(()),
-                other => other,
-            }
-        };
-        let errno = match &r {
-            Ok(()) => 0,
-            Err(_) => -5,
-        };
-        let finish = journal
-            .append(&stamped(Event::OpFinish {
-                op_tid: 1,
-                r: errno,
-            }))
-            .await?;
-        let position = ObjectSetPosition {
-            object_positions: vec![finish],
-        };
-        journal.commit(position.clone()).await?;
-        r?;
-        Ok::<_, ReplayError>(position)
-    }
-    .await
+    let mut journal = JournalWriter::open(io.clone(), image_id).await?;
+    let ns = SnapshotNamespace::User;
+    let event = if create {
+        Event::SnapCreate {
+            op_tid: 1,
+            snap_name: name.into(),
+            snap_namespace: ns.clone(),
+        }
+    } else {
+        Event::SnapRemove {
+            op_tid: 1,
+            snap_name: name.into(),
+            snap_namespace: ns.clone(),
+        }
+    };
+    journal.append(&stamped(event)).await?;
+    let r = if create {
+        image.snap_create(name, ns).await.map(drop)
+    } else {
+        match image.snap_remove(name, &ns).await {
+            Err(RbdError::SnapshotNotFound(_)) => Ok(()),
+            other => other,
+        }
+    };
+    let errno = match &r {
+        Ok(()) => 0,
+        Err(_) => -5,
+    };
+    let finish = journal
+        .append(&stamped(Event::OpFinish {
+            op_tid: 1,
+            r: errno,
+        }))
+        .await?;
+    let position = ObjectSetPosition {
+        object_positions: vec![finish],
+    };
+    journal.commit(position.clone()).await?;
+    r?;
+    Ok(position)
 }
 
 /// Takes the primary's lock, asking a live owner (librbd releases on request) meanwhile and

@@ -505,7 +505,11 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
         if meta.state == MirrorPeerState::Syncing {
             self.set_state(ReplayState::Syncing, "bootstrapping, IMAGE_SYNC")
                 .await;
-            let in_flight = self.env.settings.sync.objects_in_flight;
+            let share = image_sync::SyncShare {
+                tasks: self.env.tasks.clone(),
+                slots: self.env.sync_slots.clone(),
+                width: self.env.settings.sync.objects_in_flight,
+            };
             let ctx = self.ctx.clone();
             let remote_id = self.remote_image_id.clone();
             let mut progress = SyncProgress {
@@ -515,7 +519,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
             };
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(Stopped::Cancelled),
-                r = image_sync::run(&ctx, &remote_id, local, meta, in_flight, &mut progress) => r?,
+                r = image_sync::run(&ctx, &share, &remote_id, local, meta, &mut progress) => r?,
             }
             tracing::info!(image = %self.view.name, "image sync complete");
         }
@@ -567,8 +571,9 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
             self.view.name.clone(),
         );
         let mut meta = meta.clone();
-        Some(tokio::spawn(async move {
-            if let Err(e) = image_sync::prune_sync_point(&ctx, &remote_id, &mut meta).await {
+        let tasks = self.env.tasks.clone();
+        Some(self.env.tasks.spawn(async move {
+            if let Err(e) = image_sync::prune_sync_point(&ctx, &tasks, &remote_id, &mut meta).await {
                 tracing::warn!(image = %name, %e, "removing the sync point on the primary (retried at the next start)");
             }
         }))
