@@ -13,6 +13,7 @@ use std::time::Duration;
 use rbd_relay::cls;
 use rbd_relay::config::Settings;
 use rbd_relay::demo::{POOL, TwoSites};
+use rbd_relay::format::image::oids;
 use rbd_relay::format::mirror::MirrorMode;
 use rbd_relay::mirror::registry::ReplayState;
 use rbd_relay::mirror::{self, Env, ImageKey};
@@ -40,7 +41,7 @@ async fn a_sync_stopped_while_locking_the_primary_leaves_no_lock_behind() {
     let mut img = primary(&sites, name).await;
     workload(&mut img, 7, 50).await;
     let io_a = sites.site_a.connect().ioctx(POOL).await.unwrap();
-    let header = format!("rbd_header.{}", img.id());
+    let header = oids::header(img.id());
     let before = lockers(&io_a, &header).await;
     // The daemon's writes to the primary's header take effect at once; it hears back late.
     let peer = Faults::new(1);
@@ -72,7 +73,10 @@ async fn a_sync_stopped_while_locking_the_primary_leaves_no_lock_behind() {
         if !now.is_empty() && now != before {
             break;
         }
-        assert!(Instant::now() < deadline, "the daemon never locked the primary");
+        assert!(
+            Instant::now() < deadline,
+            "the daemon never locked the primary"
+        );
         sleep(Duration::from_millis(1)).await;
     }
     env.registry.control(&key).expect("a replayer").restart();

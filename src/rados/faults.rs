@@ -92,7 +92,9 @@ impl Faults {
     /// reply waits `by`, as on a slow network back: a caller dropped meanwhile never
     /// learns that its op succeeded.
     pub fn delay_reply(&self, op: RadosOp, object_prefix: &str, by: Duration) {
-        self.lock().reply_delays.push((op, object_prefix.to_string(), by));
+        self.lock()
+            .reply_delays
+            .push((op, object_prefix.to_string(), by));
     }
 
     pub fn set_notify(&self, notify: NotifyFaults) {

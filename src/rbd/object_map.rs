@@ -149,12 +149,16 @@ impl<I: IoCtx> Image<I> {
     /// The object map of snapshot `snap_id` if it can be trusted (feature on, not flagged
     /// invalid, sized for the snapshot): a copy skips the objects it says never existed,
     /// as librbd's deep copy does.
-    pub async fn snapshot_object_map(&self, snap: &SnapshotInfo) -> Result<Option<ObjectMap>, RbdError> {
+    pub async fn snapshot_object_map(
+        &self,
+        snap: &SnapshotInfo,
+    ) -> Result<Option<ObjectMap>, RbdError> {
         if !self.has_object_map() {
             return Ok(None);
         }
         let header = oids::header(&self.id);
-        if cls_image::get_flags(&self.io, &header, snap.id).await? & flags::OBJECT_MAP_INVALID != 0 {
+        if cls_image::get_flags(&self.io, &header, snap.id).await? & flags::OBJECT_MAP_INVALID != 0
+        {
             return Ok(None);
         }
         let count = super::layout::object_count(self.header.order, snap.image_size);

@@ -143,16 +143,7 @@ pub async fn run<I: IoCtx>(
         header: &header,
         meta,
     };
-    copy_objects(
-        &remote,
-        local,
-        &point,
-        start,
-        share,
-        progress,
-        Some(head),
-    )
-    .await?;
+    copy_objects(&remote, local, &point, start, share, progress, Some(head)).await?;
     // COPY_METADATA: image-meta set before mirroring is not in the journal.
     for (key, value) in remote.metadata() {
         if local.metadata().get(key) != Some(value) {
@@ -232,17 +223,21 @@ async fn copy_objects<I: IoCtx>(
     let local_ref: &Image<I> = local;
     let mut copies = futures::stream::iter(start..total)
         .map(|n| async move {
-            let _slot = share.slots.acquire().await.expect("sync slots are never closed");
+            let _slot = share
+                .slots
+                .acquire()
+                .await
+                .expect("sync slots are never closed");
             let data: Option<Bytes> = if absent(n) {
                 None
             } else {
                 remote.read_object(n, Some(snap.id)).await?
             };
             let bytes = data.as_ref().map_or(0, |d| d.len() as u64);
-            let absent = data.is_none();
+            let removing = data.is_none();
             match local_ref.write_object(n, data).await {
                 // Removing what is not there: nothing to do.
-                Err(e) if absent && e.errno() == Some(crate::rados::Errno::ENOENT) => {}
+                Err(e) if removing && e.errno() == Some(crate::rados::Errno::ENOENT) => {}
                 other => other?,
             }
             Ok::<_, RbdError>((n, bytes))
@@ -291,7 +286,11 @@ async fn journaled_snap_op<I: IoCtx>(
     create: bool,
 ) -> Result<ObjectSetPosition, ReplayError> {
     let (io, fence) = (ctx.remote_io.clone(), ctx.remote_fence.clone());
-    let (id, snap, ours) = (image_id.to_string(), name.to_string(), sync_point_prefix(ctx));
+    let (id, snap, ours) = (
+        image_id.to_string(),
+        name.to_string(),
+        sync_point_prefix(ctx),
+    );
     let op = tasks.spawn(async move {
         let mut image = Image::open(io.clone(), &id).await?;
         let result = async {
@@ -321,7 +320,11 @@ async fn journaled_snap_op<I: IoCtx>(
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         // Only a runtime shutting down cancels it.
         Err(_) => {
-            let kind = if create { RadosOp::SnapCreate } else { RadosOp::SnapRemove };
+            let kind = if create {
+                RadosOp::SnapCreate
+            } else {
+                RadosOp::SnapRemove
+            };
             Err(RadosError::new(kind, name, Errno::ESHUTDOWN).into())
         }
     }
