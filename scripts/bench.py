@@ -623,6 +623,10 @@ def main():
         write_report(args.report, bench, started, datetime.datetime.utcnow())
         log(f"report: {args.report}")
     log(f"results: {args.results}; {failures} scenario run(s) failed")
+    # Repeated last, so a log's tail names what failed.
+    for scenario, system, profile, metric, value, _ in bench.results:
+        if metric == "error":
+            log(f"FAILED: {scenario} / {system} / {profile}: {value}")
     return 1 if failures else 0
 
 

@@ -22,7 +22,8 @@ unset RBD_RELAY_SKIP_CEPH RBD_RELAY_SKIP_PROMTOOL
 # Examples and benchmarks must build; they run as benchmarks, not as tests.
 cargo build --examples --benches --quiet
 status=0
-run() { echo "test.sh: $*"; "$@" || status=$?; }
+failed=()
+run() { echo "test.sh: $*"; "$@" || { status=$?; failed+=("$*"); }; }
 # The conformance suite once per backend, so each backend's count shows on its own line.
 run cargo test --test conformance -- memory
 run cargo test --test conformance -- librados
@@ -57,5 +58,7 @@ run scripts/bench --quick
 # the release build, which users run.
 run cargo build --release --quiet --bin rbd-relay
 RBD_RELAY_BIN=$PWD/target/release/rbd-relay run scripts/ha-check 5 12
+# Repeated last, so a log's tail names what failed.
+for f in "${failed[@]}"; do echo "test.sh: FAILED: $f"; done
 echo "test.sh: exit status $status"
 exit $status

@@ -45,7 +45,7 @@ async fn a_sync_stopped_while_locking_the_primary_leaves_no_lock_behind() {
     let before = lockers(&io_a, &header).await;
     // The daemon's writes to the primary's header take effect at once; it hears back late.
     let peer = Faults::new(1);
-    peer.delay_reply(RadosOp::Write, &header, Duration::from_millis(500));
+    peer.delay_reply(RadosOp::Exec, &header, Duration::from_millis(500));
     let env = Env::new(
         FaultyRados::new(sites.site_b.connect(), Faults::new(2)),
         FaultyPeer {

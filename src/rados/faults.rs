@@ -306,16 +306,16 @@ impl<I: IoCtx> IoCtx for FaultyIoCtx<I> {
             faults: self.faults.clone(),
         })
     }
+    // Faults match the kind errors and metrics name: an op with a cls call is `Exec`.
     async fn operate_write(&self, oid: &str, op: WriteOp) -> RadosResult<u64> {
-        self.faults.check(RadosOp::Write, oid).await?;
+        let kind = op.kind();
+        self.faults.check(kind, oid).await?;
         let result = self.inner.operate_write(oid, op).await;
-        self.faults
-            .wait(RadosOp::Write, oid, |plan| &plan.reply_delays)
-            .await;
+        self.faults.wait(kind, oid, |plan| &plan.reply_delays).await;
         result
     }
     async fn operate_read(&self, oid: &str, op: ReadOp) -> RadosResult<ReadReply> {
-        self.faults.check(RadosOp::Read, oid).await?;
+        self.faults.check(op.kind(), oid).await?;
         self.inner.operate_read(oid, op).await
     }
     async fn watch_with(&self, oid: &str, ack: AckMode) -> RadosResult<Watch> {

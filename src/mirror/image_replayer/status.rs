@@ -449,11 +449,10 @@ mod tests {
         }
     }
 
-    /// The primary's journal header answers nothing `times` times (a cls call is a
-    /// compound read to the fault layer).
+    /// The primary's journal header answers none of its next `times` cls calls.
     fn primary_fails(faults: &crate::rados::faults::Faults, times: u32) {
         faults.fail(crate::rados::faults::OpFault {
-            op: RadosOp::Read,
+            op: RadosOp::Exec,
             object_prefix: header_oid("img"),
             errno: Errno::ETIMEDOUT,
             skip: 0,
