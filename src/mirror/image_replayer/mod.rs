@@ -374,9 +374,16 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                     self.metrics.error(e.code());
                     self.metrics
                         .split_brain(matches!(e, ReplayError::SplitBrain));
-                    tracing::error!(image = %self.view.name, global_id = %self.global_id, %e,
-                        "image replay failed");
-                    self.set_state(ReplayState::Error, &e.to_string()).await;
+                    let reason = e.to_string();
+                    // Parked images wake on every change of the primary (a refused clone
+                    // under a workload: each commit); the same failure is logged once.
+                    if self.view.state == ReplayState::Error && self.view.description == reason {
+                        tracing::debug!(image = %self.view.name, %e, "image replay failed again");
+                    } else {
+                        tracing::error!(image = %self.view.name, global_id = %self.global_id, %e,
+                            "image replay failed");
+                    }
+                    self.set_state(ReplayState::Error, &reason).await;
                     // Only a resync request (a local journal change) or a kick helps now.
                     Some(false)
                 }
