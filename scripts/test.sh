@@ -3,7 +3,8 @@
 # Installs the Ceph packages when missing, starts a private two-site lab (site-a, site-b),
 # runs every test (unit, property, conformance on both backends, real-Ceph tests, the
 # daemon end to end on the lab), stops
-# the lab and exits with the tests' status.
+# the lab and exits with the tests' status; a failed step's error lines are repeated at the end
+# (every step's output is kept in /tmp/rbd-relay-test-logs.*).
 #   RBD_RELAY_LAB_DIR  where the lab lives (default: a fresh directory under /tmp)
 #   RBD_RELAY_KEEP_LAB=1  leave the lab running afterwards (for debugging)
 set -euo pipefail
@@ -22,8 +23,17 @@ unset RBD_RELAY_SKIP_CEPH RBD_RELAY_SKIP_PROMTOOL
 # Examples and benchmarks must build; they run as benchmarks, not as tests.
 cargo build --examples --benches --quiet
 status=0
+# Each step's output is kept too: a failed step's error lines are repeated at the end, where
+# a truncated CI log still shows them.
+logs=$(mktemp -d /tmp/rbd-relay-test-logs.XXXXXX)
 failed=()
-run() { echo "test.sh: $*"; "$@" || { status=$?; failed+=("$*"); }; }
+run() {
+  echo "test.sh: $*"
+  local log; log=$logs/${#failed[@]}-$RANDOM.log
+  "$@" 2>&1 | tee "$log" && return 0
+  status=${PIPESTATUS[0]}
+  failed+=("$*"$'\n'"$(grep -E 'FAIL|panicked|[Ee]rror:|error =|differ|within [0-9]+ s' "$log" | tail -n 15 || true)")
+}
 # The conformance suite once per backend, so each backend's count shows on its own line.
 run cargo test --test conformance -- memory
 run cargo test --test conformance -- librados
@@ -59,6 +69,6 @@ run scripts/bench --quick
 run cargo build --release --quiet --bin rbd-relay
 RBD_RELAY_BIN=$PWD/target/release/rbd-relay run scripts/ha-check 5 12
 # Repeated last, so a log's tail names what failed.
-for f in "${failed[@]}"; do echo "test.sh: FAILED: $f"; done
+for f in "${failed[@]}"; do echo "test.sh: FAILED: ${f%%$'\n'*}"; sed 's/^/  | /' <<<"${f#*$'\n'}"; done
 echo "test.sh: exit status $status"
 exit $status
