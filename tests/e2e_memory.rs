@@ -30,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 mod sites;
 
 use sites::{
-    DEADLINE, FaultyPeer, io_in, logs, primary, start, status_in, wait_equal, wait_equal_in,
-    workload,
+    DEADLINE, FaultyPeer, logs, mirrored_namespace, primary, start, status_in, wait_equal,
+    wait_equal_in, workload,
 };
 
 async fn wait_status(sites: &TwoSites, name: &str, state: MirrorImageStatusState) -> String {
@@ -400,23 +400,6 @@ async fn a_clone_is_refused_with_its_parent_named() {
     workload(&mut plain, 5, 50).await;
     wait_equal(&sites, "plain").await;
     daemon.stop().await;
-}
-
-/// What `rbd namespace create` and `rbd mirror pool enable <pool>/<namespace> <mode>` write
-/// (the namespace gets its own mirror uuid, as librbd gives it).
-async fn mirrored_namespace(
-    site: &rbd_relay::rados::memory::MemoryCluster,
-    name: &str,
-    mode: MirrorMode,
-) {
-    let io = io_in(site, "").await;
-    let key = std::collections::BTreeMap::from([(format!("name_{name}"), Bytes::new())]);
-    io.omap_set("rbd_namespace", key).await.unwrap();
-    let ns = io.with_namespace(name);
-    cls::mirror::uuid_set(&ns, &uuid::Uuid::new_v4().to_string())
-        .await
-        .unwrap();
-    cls::mirror::mode_set(&ns, mode).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

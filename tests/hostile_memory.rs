@@ -24,7 +24,9 @@ use rbd_relay::rados::{IoCtx, Rados};
 
 mod sites;
 
-use sites::{DEADLINE, Daemon, primary, status_of, wait_equal, workload};
+use sites::{
+    DEADLINE, Daemon, io_in, mirrored_namespace, primary, status_of, wait_equal, workload,
+};
 
 /// The process-wide metrics recorder (one per test binary; series are told apart by image).
 fn scrape() -> String {
@@ -400,6 +402,44 @@ async fn an_undecodable_remote_mirroring_record_is_a_pool_error_and_images_keep_
         .await
         .unwrap();
     poke_mirroring(&io).await;
+    wait_for("the pool error cleared", async || {
+        Some(()).filter(|_| pool_errors(&p.daemon).is_empty())
+    })
+    .await;
+    p.daemon.stop().await;
+}
+
+/// Each RBD namespace lists its images on its own: a namespace's undecodable record stays a
+/// pool error, naming the namespace, while the default namespace lists fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_s_undecodable_mirroring_record_stays_a_pool_error() {
+    let p = pair("omap-ns").await;
+    for site in [&p.sites.site_a, &p.sites.site_b] {
+        mirrored_namespace(site, "ns1", MirrorMode::Image).await;
+    }
+    let ns = io_in(&p.sites.site_a, "ns1").await;
+    let bad = BTreeMap::from([(
+        "image_feedfacecafe".to_string(),
+        Bytes::from_static(b"\x09\x09garbage"),
+    )]);
+    ns.omap_set(MIRRORING_OBJECT, bad).await.unwrap();
+    poke_mirroring(&ns).await;
+    let errors = wait_for("the namespace's pool error", async || {
+        Some(pool_errors(&p.daemon)).filter(|e| !e.is_empty())
+    })
+    .await;
+    assert!(errors[0].starts_with("namespace 'ns1': "), "{errors:?}");
+    // The default namespace lists again, then replicates a new image (so the list is done).
+    poke_mirroring(&p.io_a().await).await;
+    let mut late = primary(&p.sites, "omap-ns-late").await;
+    workload(&mut late, 3, 10).await;
+    wait_equal(&p.sites, "omap-ns-late").await;
+    assert_eq!(pool_errors(&p.daemon), errors, "still reported");
+    // Repaired: the namespace's next list clears it.
+    ns.omap_rm_keys(MIRRORING_OBJECT, &["image_feedfacecafe"])
+        .await
+        .unwrap();
+    poke_mirroring(&ns).await;
     wait_for("the pool error cleared", async || {
         Some(()).filter(|_| pool_errors(&p.daemon).is_empty())
     })

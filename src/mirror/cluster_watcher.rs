@@ -186,11 +186,11 @@ impl<R: Rados, C: Connector<Rados = R>> ClusterWatcher<R, C> {
                 let text = format!("cannot read the pool's mirroring configuration: {e}");
                 self.env
                     .registry
-                    .pool_health(&local_key(&name), Some((text, e.code())));
+                    .pool_health(&local_key(&name), "", Some((text, e.code())));
                 return;
             }
         }
-        self.env.registry.pool_health(&local_key(&name), None);
+        self.env.registry.pool_health(&local_key(&name), "", None);
     }
 
     /// `None` when mirroring is disabled (or never enabled) in the pool.

@@ -69,14 +69,14 @@ pub fn spawn<R: Rados, C: Connector<Rados = R>>(
         let mut backoff = Backoff::new(Duration::from_millis(500), 2, Duration::from_secs(30));
         loop {
             match run(&env, &args, &cancel, &mut backoff).await {
-                Ok(()) => return env.registry.pool_health(listed.key(), None),
+                Ok(()) => return env.registry.pool_gone(listed.key()),
                 Err(e) => {
                     tracing::warn!(pool = %args.pool, peer = %args.peer.site_name, %e,
                         "pool replayer failed; retrying");
                 }
             }
             tokio::select! {
-                _ = cancel.cancelled() => return env.registry.pool_health(listed.key(), None),
+                _ = cancel.cancelled() => return env.registry.pool_gone(listed.key()),
                 _ = tokio::time::sleep(backoff.next_delay()) => {}
             }
         }
@@ -159,6 +159,7 @@ async fn follow_namespaces<R: Rados, C: Connector<Rados = R>>(
                     if !keep {
                         tracing::info!(pool = %ctx.pool, namespace = %name, "stopping namespace replayer");
                         space.cancel.cancel();
+                        env.registry.pool_health(&ctx.key(), name, None);
                     }
                     keep
                 });
@@ -294,12 +295,9 @@ async fn replay_namespace<R: Rados, C: Connector<Rados = R>>(
     backoff: &mut Backoff,
 ) -> Result<(), ClsError> {
     let mut watch = watch_mirroring(&ctx.remote_io).await?;
-    let key = PoolKey {
-        pool: ctx.pool.clone(),
-        peer: ctx.peer.clone(),
-    };
+    let key = ctx.key();
     let mut images = ImageSet::new();
-    let mut listed = relist(env, &key, &ctx.remote_io, &mut images).await?;
+    let mut listed = relist(env, &key, &ctx, &mut images).await?;
     let mut owned = Owned {
         members: members.borrow_and_update().clone(),
         replayers: HashMap::new(),
@@ -384,7 +382,7 @@ async fn replay_namespace<R: Rados, C: Connector<Rados = R>>(
             Update::Removed { global_id } => {
                 images.remove(&global_id);
             }
-            Update::Relist => match relist(env, &key, &ctx.remote_io, &mut images).await {
+            Update::Relist => match relist(env, &key, &ctx, &mut images).await {
                 Ok(ok) => listed = ok,
                 Err(e) => break Err(e),
             },
@@ -410,19 +408,20 @@ async fn replay_namespace<R: Rados, C: Connector<Rados = R>>(
 async fn relist<R: Rados, C>(
     env: &Env<R, C>,
     key: &PoolKey,
-    io: &R::IoCtx,
+    ctx: &PoolCtx<R::IoCtx>,
     images: &mut ImageSet,
 ) -> Result<bool, ClsError> {
-    match pool_watcher::list(io).await {
+    match pool_watcher::list(&ctx.remote_io).await {
         Ok(set) => {
             *images = set;
-            env.registry.pool_health(key, None);
+            env.registry.pool_health(key, &ctx.namespace, None);
             Ok(true)
         }
         Err(e) if e.is_transient() => Err(e),
         Err(e) => {
             let text = format!("cannot list the peer's mirrored images: {e}");
-            env.registry.pool_health(key, Some((text, e.code())));
+            env.registry
+                .pool_health(key, &ctx.namespace, Some((text, e.code())));
             Ok(false)
         }
     }

@@ -103,7 +103,8 @@ pub struct Registry {
     instances: DashMap<String, Membership>,
     /// Pool-level failures by pool and what failed: `peer` names the peer site whose pool
     /// could not be listed, or is empty for the local pool's own mirroring settings.
-    pool_errors: DashMap<PoolKey, String>,
+    /// By pool × peer and RBD namespace: each namespace lists its images on its own.
+    pool_errors: DashMap<(PoolKey, String), String>,
     /// Poked on every membership change and pool error change (the service map status
     /// shows the leader and the pools' callouts).
     status_changed: tokio::sync::Notify,
@@ -211,20 +212,40 @@ impl Registry {
         self.status_changed.notify_one();
     }
 
-    /// Records how reading a pool's mirroring state went: a failure (its text and bounded
-    /// code) is logged, counted, and shown in the service map (`rbd mirror pool status`
-    /// reports the daemon's health as ERROR with the text as a callout) and in `rbd mirror
-    /// status` until a read succeeds. The pool's images keep replicating meanwhile.
-    pub fn pool_health(&self, key: &PoolKey, failure: Option<(String, &'static str)>) {
+    /// Records how reading a pool's (or one of its namespaces') mirroring state went: a
+    /// failure (its text and bounded code) is logged, counted, and shown in the service map
+    /// (`rbd mirror pool status` reports the daemon's health as ERROR with the text as a
+    /// callout) and in `rbd mirror status` until a read of the same namespace succeeds. The
+    /// pool's images keep replicating meanwhile.
+    pub fn pool_health(
+        &self,
+        key: &PoolKey,
+        namespace: &str,
+        failure: Option<(String, &'static str)>,
+    ) {
+        let at = (key.clone(), namespace.to_string());
         let changed = match failure {
             Some((text, code)) => {
+                let text = match namespace {
+                    "" => text,
+                    ns => format!("namespace '{ns}': {text}"),
+                };
                 tracing::error!(pool = %key.pool, peer = %key.peer, error = %text, "pool error");
                 crate::metrics::pool_error(&key.pool, code);
-                self.pool_errors.insert(key.clone(), text.clone()) != Some(text)
+                self.pool_errors.insert(at, text.clone()) != Some(text)
             }
-            None => self.pool_errors.remove(key).is_some(),
+            None => self.pool_errors.remove(&at).is_some(),
         };
         if changed {
+            self.status_changed.notify_one();
+        }
+    }
+
+    /// A pool replayer ended: its errors, in every namespace, go with it.
+    pub fn pool_gone(&self, key: &PoolKey) {
+        let before = self.pool_errors.len();
+        self.pool_errors.retain(|(k, _), _| k != key);
+        if self.pool_errors.len() != before {
             self.status_changed.notify_one();
         }
     }
@@ -232,8 +253,8 @@ impl Registry {
     /// The pool errors of local pool `pool`, by what failed.
     pub fn pool_errors(&self, pool: &str) -> Vec<(PoolKey, String)> {
         let mut all: Vec<_> = (self.pool_errors.iter())
-            .filter(|e| e.key().pool == pool)
-            .map(|e| (e.key().clone(), e.value().clone()))
+            .filter(|e| e.key().0.pool == pool)
+            .map(|e| (e.key().0.clone(), e.value().clone()))
             .collect();
         all.sort();
         all

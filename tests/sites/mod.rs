@@ -2,14 +2,16 @@
 //! librbd writes, the daemon on site-b, site-b's status of a copy, and waiting until
 //! site-b's copy equals it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use bytes::Bytes;
 use rand::SeedableRng;
 use rbd_relay::cls;
 use rbd_relay::config::Settings;
 use rbd_relay::demo::primary::PrimaryImage;
 use rbd_relay::demo::{MemoryConnector, POOL, TwoSites, compare, notify_image_updated};
-use rbd_relay::format::mirror::{MirrorImageState, MirrorImageStatusState};
+use rbd_relay::format::mirror::{MirrorImageState, MirrorImageStatusState, MirrorMode};
 use rbd_relay::mirror::{self, Connector, Env, PeerSite, Registry};
 use rbd_relay::rados::faults::{Faults, FaultyRados};
 use rbd_relay::rados::memory::{MemoryCluster, MemoryIoCtx, MemoryRados};
@@ -44,6 +46,19 @@ pub async fn primary(sites: &TwoSites, name: &str) -> PrimaryImage<MemoryIoCtx> 
 pub async fn io_in(site: &MemoryCluster, namespace: &str) -> MemoryIoCtx {
     let io = site.connect().ioctx(POOL).await.unwrap();
     io.with_namespace(namespace)
+}
+
+/// What `rbd namespace create` and `rbd mirror pool enable <pool>/<namespace> <mode>` write
+/// (the namespace gets its own mirror uuid, as librbd gives it).
+pub async fn mirrored_namespace(site: &MemoryCluster, name: &str, mode: MirrorMode) {
+    let io = io_in(site, "").await;
+    let key = BTreeMap::from([(format!("name_{name}"), Bytes::new())]);
+    io.omap_set("rbd_namespace", key).await.unwrap();
+    let ns = io.with_namespace(name);
+    cls::mirror::uuid_set(&ns, &uuid::Uuid::new_v4().to_string())
+        .await
+        .unwrap();
+    cls::mirror::mode_set(&ns, mode).await.unwrap();
 }
 
 /// Waits until site-b's copy of `name` equals site-a's (image and every snapshot).

@@ -39,7 +39,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::registry::{ImageKey, ImageView, ReplayState};
+use super::registry::{ImageKey, ImageView, PoolKey, ReplayState};
 use super::{Connector, Env};
 use crate::backoff::Backoff;
 use crate::cls::{self, ClsError};
@@ -93,6 +93,14 @@ impl<I: IoCtx> PoolCtx<I> {
             remote_addr: self.remote_addr.clone(),
             local_uuid: self.local_uuid.clone(),
             remote_uuid: self.remote_uuid.clone(),
+        }
+    }
+
+    /// The pool replayer this context belongs to (any namespace).
+    pub fn key(&self) -> PoolKey {
+        PoolKey {
+            pool: self.pool.clone(),
+            peer: self.peer.clone(),
         }
     }
 }
