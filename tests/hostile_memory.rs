@@ -369,22 +369,36 @@ async fn poke_mirroring(io: &MemoryIoCtx) {
     .unwrap();
 }
 
+/// The image record Ceph's `mirror_image_list` cannot decode (it answers EIO).
+const BAD_IMAGE_KEY: &str = "image_feedfacecafe";
+
+/// Plants [`BAD_IMAGE_KEY`] in `io`'s `rbd_mirroring` (or removes it: `plant` false), pokes
+/// the pool replayer and waits until the daemon's pool errors show it (or are clear).
+async fn bad_image_record(daemon: &Daemon, io: &MemoryIoCtx, plant: bool) -> Vec<String> {
+    if plant {
+        let bad = BTreeMap::from([(
+            BAD_IMAGE_KEY.to_string(),
+            Bytes::from_static(b"\x09\x09garbage"),
+        )]);
+        io.omap_set(MIRRORING_OBJECT, bad).await.unwrap();
+    } else {
+        io.omap_rm_keys(MIRRORING_OBJECT, &[BAD_IMAGE_KEY])
+            .await
+            .unwrap();
+    }
+    poke_mirroring(io).await;
+    wait_for("the pool errors", async || {
+        Some(pool_errors(daemon)).filter(|e| e.is_empty() != plant)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecodable_remote_mirroring_record_is_a_pool_error_and_images_keep_replicating() {
     let mut p = pair("omap-remote").await;
     let io = p.io_a().await;
     let before = metric("rbd_relay_pool_errors_total", &[("reason", "EIO")]).unwrap_or(0.0);
-    // Ceph's mirror_image_list fails with EIO on a record it cannot decode.
-    let bad = BTreeMap::from([(
-        "image_feedfacecafe".to_string(),
-        Bytes::from_static(b"\x09\x09garbage"),
-    )]);
-    io.omap_set(MIRRORING_OBJECT, bad).await.unwrap();
-    poke_mirroring(&io).await;
-    let errors = wait_for("a pool error", async || {
-        Some(pool_errors(&p.daemon)).filter(|e| !e.is_empty())
-    })
-    .await;
+    let errors = bad_image_record(&p.daemon, &io, true).await;
     assert!(
         errors[0].contains("mirrored images: exec rbd_mirroring"),
         "{errors:?}"
@@ -398,14 +412,7 @@ async fn an_undecodable_remote_mirroring_record_is_a_pool_error_and_images_keep_
     wait_equal(&p.sites, &p.names.0).await;
     wait_equal(&p.sites, &p.names.1).await;
     // Repaired: the next list clears the error.
-    io.omap_rm_keys(MIRRORING_OBJECT, &["image_feedfacecafe"])
-        .await
-        .unwrap();
-    poke_mirroring(&io).await;
-    wait_for("the pool error cleared", async || {
-        Some(()).filter(|_| pool_errors(&p.daemon).is_empty())
-    })
-    .await;
+    bad_image_record(&p.daemon, &io, false).await;
     p.daemon.stop().await;
 }
 
@@ -418,16 +425,7 @@ async fn a_namespace_s_undecodable_mirroring_record_stays_a_pool_error() {
         mirrored_namespace(site, "ns1", MirrorMode::Image).await;
     }
     let ns = io_in(&p.sites.site_a, "ns1").await;
-    let bad = BTreeMap::from([(
-        "image_feedfacecafe".to_string(),
-        Bytes::from_static(b"\x09\x09garbage"),
-    )]);
-    ns.omap_set(MIRRORING_OBJECT, bad).await.unwrap();
-    poke_mirroring(&ns).await;
-    let errors = wait_for("the namespace's pool error", async || {
-        Some(pool_errors(&p.daemon)).filter(|e| !e.is_empty())
-    })
-    .await;
+    let errors = bad_image_record(&p.daemon, &ns, true).await;
     assert!(errors[0].starts_with("namespace 'ns1': "), "{errors:?}");
     // The default namespace lists again, then replicates a new image (so the list is done).
     poke_mirroring(&p.io_a().await).await;
@@ -436,14 +434,7 @@ async fn a_namespace_s_undecodable_mirroring_record_stays_a_pool_error() {
     wait_equal(&p.sites, "omap-ns-late").await;
     assert_eq!(pool_errors(&p.daemon), errors, "still reported");
     // Repaired: the namespace's next list clears it.
-    ns.omap_rm_keys(MIRRORING_OBJECT, &["image_feedfacecafe"])
-        .await
-        .unwrap();
-    poke_mirroring(&ns).await;
-    wait_for("the pool error cleared", async || {
-        Some(()).filter(|_| pool_errors(&p.daemon).is_empty())
-    })
-    .await;
+    bad_image_record(&p.daemon, &ns, false).await;
     p.daemon.stop().await;
 }
 
