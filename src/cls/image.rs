@@ -9,15 +9,18 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::{ClsResult, enc, list_map, read, write};
+use super::{
+    ClsResult, LIST_PAGE, decode_as, enc, first_page, list_map, list_rest, outputs, read,
+    unexpected_reply, write,
+};
 use crate::format::image::{
     CreateInput, GetFeaturesInput, GetFeaturesOutput, GetSizeOutput, ProtectionStatus,
     SetFeaturesInput, SetFlagsInput, SetProtectionStatusInput, SnapContext, SnapshotAddInput,
     SnapshotInfo, SnapshotNamespace, SnapshotRenameInput, StripeUnitCount,
 };
-use crate::format::image::{ObjectMapResizeInput, ObjectMapUpdateInput};
+use crate::format::image::{ObjectMapResizeInput, ObjectMapUpdateInput, keys};
 use crate::format::object_map::ObjectMap;
-use crate::rados::{Errno, IoCtx, SnapId, WriteOp};
+use crate::rados::{Errno, IoCtx, NOSNAP, ReadOp, ReadResult, SnapId, WriteOp};
 
 const CLASS: &str = "rbd";
 
@@ -34,6 +37,62 @@ pub async fn create<I: IoCtx>(io: &I, oid: &str, input: &CreateInput) -> ClsResu
 /// Order and size of the head (`NOSNAP`) or of a snapshot.
 pub async fn get_size<I: IoCtx>(io: &I, oid: &str, snap: SnapId) -> ClsResult<GetSizeOutput> {
     read(io, oid, CLASS, "get_size", enc(&snap)).await
+}
+
+/// What an image refresh reads of the head's header. Raw `parent` key: the caller decides
+/// what a clone means to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadState {
+    pub size: GetSizeOutput,
+    pub features: u64,
+    pub flags: u64,
+    pub object_prefix: String,
+    pub snapc: SnapContext,
+    pub metadata: BTreeMap<String, Bytes>,
+    pub parent: Option<Bytes>,
+}
+
+/// [`HeadState`] in one round trip (one read op of six method calls and an omap read, as
+/// librbd refreshes), where the calls one by one cost seven: a peer cluster is often far.
+pub async fn head_state<I: IoCtx>(io: &I, oid: &str) -> ClsResult<HeadState> {
+    let calls = [
+        ("get_size", enc(&NOSNAP)),
+        (
+            "get_features",
+            enc(&GetFeaturesInput {
+                snap_id: NOSNAP,
+                read_only: false,
+            }),
+        ),
+        ("get_flags", enc(&NOSNAP)),
+        ("get_object_prefix", Bytes::new()),
+        ("get_snapcontext", Bytes::new()),
+        ("metadata_list", first_page()),
+    ];
+    let methods = calls.clone().map(|(m, _)| m);
+    let op = calls
+        .into_iter()
+        .fold(ReadOp::new(), |op, (m, input)| op.exec(CLASS, m, input));
+    let mut reply = io
+        .operate_read(oid, op.omap_get_vals_by_keys([keys::PARENT]))
+        .await?;
+    let parent = match reply.results.pop() {
+        Some(ReadResult::Omap { mut entries, .. }) => entries.remove(keys::PARENT),
+        _ => return Err(unexpected_reply(format!("{oid} parent"))),
+    };
+    let [size, features, flags, prefix, snapc, metadata] = outputs(oid, &methods, reply)?;
+    let features: GetFeaturesOutput = decode_as(oid, CLASS, "get_features", features)?;
+    let metadata: BTreeMap<String, Bytes> = decode_as(oid, CLASS, "metadata_list", metadata)?;
+    let more = metadata.len() as u64 >= LIST_PAGE;
+    Ok(HeadState {
+        size: decode_as(oid, CLASS, "get_size", size)?,
+        features: features.features,
+        flags: decode_as(oid, CLASS, "get_flags", flags)?,
+        object_prefix: decode_as(oid, CLASS, "get_object_prefix", prefix)?,
+        snapc: decode_as(oid, CLASS, "get_snapcontext", snapc)?,
+        metadata: list_rest(io, oid, CLASS, "metadata_list", metadata, more).await?,
+        parent,
+    })
 }
 
 /// Sets the head's size (the caller trims data objects and the object map).
@@ -119,8 +178,43 @@ pub async fn snapshot_get<I: IoCtx>(io: &I, oid: &str, snap: SnapId) -> ClsResul
 /// Every snapshot of the image, oldest first.
 pub async fn snapshot_list<I: IoCtx>(io: &I, oid: &str) -> ClsResult<Vec<SnapshotInfo>> {
     let snapc = get_snapcontext(io, oid).await?;
-    let mut snaps = Vec::with_capacity(snapc.snaps.len());
-    for id in snapc.snaps.iter().rev() {
+    snapshots(io, oid, &snapc).await
+}
+
+/// The snapshots of `snapc` still in the header, oldest first: one round trip (a read op of
+/// one `snapshot_get` per id), or one per snapshot when one was removed since `snapc`
+/// was read (its call fails the whole op with `ENOENT`).
+pub async fn snapshots<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    snapc: &SnapContext,
+) -> ClsResult<Vec<SnapshotInfo>> {
+    let ids: Vec<SnapId> = snapc.snaps.iter().rev().copied().collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let op = (ids.iter()).fold(ReadOp::new(), |op, id| {
+        op.exec(CLASS, "snapshot_get", enc(id))
+    });
+    match io.operate_read(oid, op).await {
+        Ok(reply) => (reply.results.into_iter())
+            .map(|r| match r {
+                ReadResult::Data(out) => decode_as(oid, CLASS, "snapshot_get", out),
+                _ => Err(unexpected_reply(format!("{oid} snapshot_get"))),
+            })
+            .collect(),
+        Err(e) if e.errno == Errno::ENOENT => snapshots_one_by_one(io, oid, &ids).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn snapshots_one_by_one<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    ids: &[SnapId],
+) -> ClsResult<Vec<SnapshotInfo>> {
+    let mut snaps = Vec::with_capacity(ids.len());
+    for id in ids {
         match snapshot_get(io, oid, *id).await {
             Err(e) if e.is_not_found() => continue, // removed meanwhile
             other => snaps.push(other?),

@@ -107,13 +107,13 @@ fn outputs<const N: usize>(
             _ => None,
         })
         .collect();
-    data.try_into().map_err(|_| {
-        ClsError::Rados(RadosError::new(
-            RadosOp::Exec,
-            format!("{oid} {methods:?}"),
-            Errno::EIO,
-        ))
-    })
+    data.try_into()
+        .map_err(|_| unexpected_reply(format!("{oid} {methods:?}")))
+}
+
+/// A reply without the results its op asked for: no OSD answers so.
+fn unexpected_reply(what: String) -> ClsError {
+    ClsError::Rados(RadosError::new(RadosOp::Exec, what, Errno::EIO))
 }
 
 /// Entries per call of a paged listing method, as `rbd` uses.
@@ -127,20 +127,37 @@ async fn list_map<I: IoCtx, V: Decode>(
     class: &'static str,
     method: &'static str,
 ) -> ClsResult<BTreeMap<String, V>> {
-    let mut all = BTreeMap::new();
-    loop {
-        let start_after = all.keys().next_back().cloned().unwrap_or_default();
+    list_rest(io, oid, class, method, BTreeMap::new(), true).await
+}
+
+/// The first page of a listing method, as a method input.
+fn first_page() -> Bytes {
+    enc(&ListInput {
+        start_after: String::new(),
+        max_return: LIST_PAGE,
+    })
+}
+
+/// [`list_map`] after the pages already read into `all`; `more`: the last one came back
+/// full (or none was read yet).
+async fn list_rest<I: IoCtx, V: Decode>(
+    io: &I,
+    oid: &str,
+    class: &'static str,
+    method: &'static str,
+    mut all: BTreeMap<String, V>,
+    mut more: bool,
+) -> ClsResult<BTreeMap<String, V>> {
+    while more {
         let input = ListInput {
-            start_after,
+            start_after: all.keys().next_back().cloned().unwrap_or_default(),
             max_return: LIST_PAGE,
         };
         let page: BTreeMap<String, V> = read(io, oid, class, method, enc(&input)).await?;
-        let full = page.len() as u64 >= LIST_PAGE;
+        more = page.len() as u64 >= LIST_PAGE;
         all.extend(page);
-        if !full {
-            return Ok(all);
-        }
     }
+    Ok(all)
 }
 
 /// Runs a method with write rights.

@@ -24,10 +24,10 @@ use super::layout;
 use super::lock::{ExclusiveLock, LockState, Shared};
 use super::object_map::HeadMap;
 use crate::cls::{self, image as cls_image};
-use crate::format::image::{ParentInfo, SnapshotInfo, features, keys, oids};
+use crate::format::image::{ParentInfo, SnapshotInfo, features, oids};
 use crate::format::notify::HeaderNotify;
 use crate::format::{Decode, Encode};
-use crate::rados::{IoCtx, NOSNAP, RadosResult, SnapContext};
+use crate::rados::{IoCtx, RadosResult, SnapContext};
 
 /// librbd notifies image headers with this timeout.
 pub(super) const NOTIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -42,13 +42,9 @@ pub(super) async fn data_ioctx<I: IoCtx>(io: &I, data_pool_id: i64) -> RadosResu
 
 /// Clones read what they never wrote through their parent, a link this crate does not
 /// follow yet: a replica built from the child's own objects would silently lack that data,
-/// so a clone is refused with a reason naming its parent.
-async fn refuse_clone<I: IoCtx>(io: &I, header_oid: &str, name: &str) -> Result<(), RbdError> {
-    let Some(raw) = io
-        .omap_get_by_keys(header_oid, &[keys::PARENT])
-        .await?
-        .remove(keys::PARENT)
-    else {
+/// so a clone is refused with a reason naming its parent (`raw`: the header's `parent` key).
+fn refuse_clone(raw: Option<Bytes>, name: &str) -> Result<(), RbdError> {
+    let Some(raw) = raw else {
         return Ok(());
     };
     let parent = match ParentInfo::from_bytes(raw) {
@@ -133,10 +129,10 @@ impl<I: IoCtx> Image<I> {
             true => RbdError::NotFound(self.id.clone()),
             false => e.into(),
         };
-        let size = cls_image::get_size(io, oid, NOSNAP)
-            .await
-            .map_err(not_found)?;
-        let feats = cls_image::get_features(io, oid, NOSNAP).await?.features;
+        // One round trip for the head, one for the snapshots, more only for the features
+        // that need them.
+        let head = cls_image::head_state(io, oid).await.map_err(not_found)?;
+        let feats = head.features;
         let data_pool = match feats & features::DATA_POOL {
             0 => io.pool_id(),
             _ => cls_image::get_data_pool(io, oid).await?,
@@ -146,29 +142,28 @@ impl<I: IoCtx> Image<I> {
         }
         if feats & features::STRIPINGV2 != 0
             && let Some(s) = cls_image::get_stripe_unit_count(io, oid).await?
-            && (s.stripe_count > 1 || s.stripe_unit != 1u64 << size.order)
+            && (s.stripe_count > 1 || s.stripe_unit != 1u64 << head.size.order)
         {
             return Err(RbdError::Unsupported(format!(
                 "striping (unit {}, count {})",
                 s.stripe_unit, s.stripe_count
             )));
         }
-        refuse_clone(io, oid, &self.name).await?;
-        let snapc = cls_image::get_snapcontext(io, oid).await?;
-        let mut snapshots = cls_image::snapshot_list(io, oid).await?;
+        refuse_clone(head.parent, &self.name)?;
+        let mut snapshots = cls_image::snapshots(io, oid, &head.snapc).await?;
         snapshots.sort_by_key(|s| s.id);
         self.header = Header {
-            size: size.size,
-            order: size.order,
+            size: head.size.size,
+            order: head.size.order,
             features: feats,
-            flags: cls_image::get_flags(io, oid, NOSNAP).await?,
-            object_prefix: cls_image::get_object_prefix(io, oid).await?,
+            flags: head.flags,
+            object_prefix: head.object_prefix,
             snapc: SnapContext {
-                seq: snapc.seq,
-                snaps: snapc.snaps,
+                seq: head.snapc.seq,
+                snaps: head.snapc.snaps,
             },
             snapshots,
-            metadata: cls_image::metadata_list(io, oid).await?,
+            metadata: head.metadata,
         };
         self.shared.refreshed(self.header.snapc.seq);
         Ok(())

@@ -3,6 +3,9 @@
 //! context (newest first), per-snapshot size and flags, rename, protection (needs
 //! layering), the snapshot limit, and the trash namespace with its OPERATIONS feature bit.
 
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
 use rbd_relay::cls::image as img;
 use rbd_relay::format::Decode;
 use rbd_relay::format::image::{
@@ -336,6 +339,61 @@ pub async fn image_snapshots<R: Rados>(_c: &R, io: &R::IoCtx) {
         r(img::snapshot_list(io, &oid).await)
             .map(|l| l.into_iter().map(|s| s.name).collect::<Vec<_>>()),
         Ok(vec!["b".to_string(), "d".into()]),
+    );
+    // A snap context read before a removal: one call of the batch fails, the rest is read.
+    let stale = SnapContext {
+        seq: 10,
+        snaps: vec![10, 8, 5],
+    };
+    c.eq(
+        "snapshots of a stale snapc",
+        r(img::snapshots(io, &oid, &stale).await)
+            .map(|l| l.into_iter().map(|s| s.id).collect::<Vec<_>>()),
+        Ok(vec![8, 10]),
+    );
+    // The head's state in one op equals the calls one by one; metadata past a first page.
+    let meta: BTreeMap<String, Bytes> = (0..1030)
+        .map(|i| (format!("k{i:04}"), Bytes::from(format!("v{i}"))))
+        .collect();
+    img::metadata_set(io, &oid, &meta).await.unwrap();
+    let parent = BTreeMap::from([("parent".to_string(), Bytes::from_static(b"raw"))]);
+    io.omap_set(&oid, parent).await.unwrap();
+    let head = img::head_state(io, &oid).await.unwrap();
+    c.eq("head state: metadata", head.metadata, meta);
+    c.eq(
+        "head state: parent",
+        head.parent,
+        Some(Bytes::from_static(b"raw")),
+    );
+    c.eq(
+        "head state: size",
+        Ok(head.size),
+        r(img::get_size(io, &oid, CEPH_NOSNAP).await),
+    );
+    c.eq(
+        "head state: features",
+        Ok(head.features),
+        r(img::get_features(io, &oid, CEPH_NOSNAP).await).map(|o| o.features),
+    );
+    c.eq(
+        "head state: flags",
+        Ok(head.flags),
+        r(img::get_flags(io, &oid, CEPH_NOSNAP).await),
+    );
+    c.eq(
+        "head state: prefix",
+        Ok(head.object_prefix),
+        r(img::get_object_prefix(io, &oid).await),
+    );
+    c.eq(
+        "head state: snapc",
+        Ok(head.snapc),
+        r(img::get_snapcontext(io, &oid).await),
+    );
+    c.eq(
+        "head state of a missing header",
+        r(img::head_state(io, &name("rbd_header")).await).map(|_| ()),
+        Err(Errno::ENOENT),
     );
     c.done();
 }
