@@ -46,8 +46,8 @@ run cargo test --lib --bins "${others[@]}"
 export RBD_RELAY_BIN=$PWD/target/debug/rbd-relay
 # The benchmark scripts at reduced sizes, both systems: proves they work (reports, no gates).
 # First, on a lab the other scripts have not filled yet: both replicators mirror every image
-# in the pool, and upstream's start-up over the ~30 images they leave varies from 3 s to 30 s
-# and more, enough to time a scenario out.
+# in the pool, and the ~30 the others leave (some split-brain, some in error) only add to
+# upstream's start-up, which alone takes 3 s or 30 s from one run to the next.
 run scripts/bench --quick
 # The process contract and the admin socket through Ceph's CLIs (before the kill -9s of
 # e2e-check: it expects empty blocklists after its clean stops).
