@@ -26,10 +26,11 @@ status=0
 # Each step's output is kept too: a failed step's error lines are repeated at the end, where
 # a truncated CI log still shows them.
 logs=$(mktemp -d /tmp/rbd-relay-test-logs.XXXXXX)
-failed=()
+failed=() steps=0
 run() {
   echo "test.sh: $*"
-  local log; log=$logs/${#failed[@]}-$RANDOM.log
+  steps=$((steps + 1))
+  local log=$logs/$steps.log
   "$@" 2>&1 | tee "$log" && return 0
   status=${PIPESTATUS[0]}
   failed+=("$*"$'\n'"$(grep -E 'FAIL|panicked|[Ee]rror:|error =|differ|within [0-9]+ s' "$log" | tail -n 15 || true)")

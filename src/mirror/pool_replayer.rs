@@ -37,7 +37,6 @@ use super::image_replayer::{self, ImageReplayerHandle, PoolCtx};
 use super::instances::Membership;
 use super::peer::PeerSite;
 use super::pool_watcher::{self, ImageSet, Update};
-use super::registry::PoolKey;
 use super::{Connector, Env};
 use crate::backoff::Backoff;
 use crate::cls::{self, ClsError};
@@ -295,9 +294,8 @@ async fn replay_namespace<R: Rados, C: Connector<Rados = R>>(
     backoff: &mut Backoff,
 ) -> Result<(), ClsError> {
     let mut watch = watch_mirroring(&ctx.remote_io).await?;
-    let key = ctx.key();
     let mut images = ImageSet::new();
-    let mut listed = relist(env, &key, &ctx, &mut images).await?;
+    let mut listed = relist(env, &ctx, &mut images).await?;
     let mut owned = Owned {
         members: members.borrow_and_update().clone(),
         replayers: HashMap::new(),
@@ -382,7 +380,7 @@ async fn replay_namespace<R: Rados, C: Connector<Rados = R>>(
             Update::Removed { global_id } => {
                 images.remove(&global_id);
             }
-            Update::Relist => match relist(env, &key, &ctx, &mut images).await {
+            Update::Relist => match relist(env, &ctx, &mut images).await {
                 Ok(ok) => listed = ok,
                 Err(e) => break Err(e),
             },
@@ -407,10 +405,10 @@ async fn replay_namespace<R: Rados, C: Connector<Rados = R>>(
 /// until a list succeeds: `Ok(false)`. A transient one is the caller's to retry.
 async fn relist<R: Rados, C>(
     env: &Env<R, C>,
-    key: &PoolKey,
     ctx: &PoolCtx<R::IoCtx>,
     images: &mut ImageSet,
 ) -> Result<bool, ClsError> {
+    let key = &ctx.key();
     match pool_watcher::list(&ctx.remote_io).await {
         Ok(set) => {
             *images = set;
