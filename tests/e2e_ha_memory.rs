@@ -110,8 +110,8 @@ impl Life {
 }
 
 /// Waits until all daemons agree on who is live and every image replays on exactly one
-/// daemon, its owner (rendezvous hashing, or the leader's move); returns each daemon's
-/// share (names).
+/// daemon, the owner in every daemon's view (rendezvous hashing, or the leader's move);
+/// returns each daemon's share (names).
 async fn settled(lives: &[&Life], names: &[String]) -> BTreeMap<u64, Vec<String>> {
     let mut ids: Vec<u64> = lives.iter().map(|l| l.gid).collect();
     ids.sort_unstable();
@@ -123,9 +123,13 @@ async fn settled(lives: &[&Life], names: &[String]) -> BTreeMap<u64, Vec<String>
         for (name, _) in found.values().flatten() {
             *owners.entry(name.clone()).or_default() += 1;
         }
+        // Every daemon's view names the same owner (a move the leader made may not have
+        // reached the others yet).
+        let views: Vec<Membership> = lives.iter().map(|l| l.membership()).collect();
         let placed = lives.iter().all(|l| {
-            let m = l.membership();
-            found[&l.gid].iter().all(|(_, g)| m.owner(g) == Some(l.gid))
+            found[&l.gid]
+                .iter()
+                .all(|(_, g)| views.iter().all(|m| m.owner(g) == Some(l.gid)))
         });
         let agreed = lives.iter().all(|l| l.live() == ids);
         let shares = found

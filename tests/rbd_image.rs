@@ -37,6 +37,7 @@ macro_rules! both_backends {
 
 both_backends!(
     cases::create_and_open,
+    cases::concurrent_creates,
     cases::data_path,
     cases::batches,
     cases::snapshots_and_resize,

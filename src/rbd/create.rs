@@ -32,7 +32,7 @@ use crate::format::image::{CreateInput, StripeUnitCount, features, oids};
 use crate::format::journal::{TAG_CLASS_NEW, header_oid as journal_oid};
 use crate::format::mirror::{MIRRORING_OBJECT, MirrorImage, MirrorImageMode, MirrorImageState};
 use crate::format::notify::MirroringNotify;
-use crate::rados::{Errno, IoCtx};
+use crate::rados::{Errno, IoCtx, NOSNAP};
 
 /// What the replica copies from the primary, plus its local journal geometry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,14 +67,7 @@ pub async fn create_non_primary<I: IoCtx>(
     spec: &NonPrimarySpec,
 ) -> Result<String, RbdError> {
     let features = validate(spec)?;
-    let id = find_existing(io, spec).await?.unwrap_or_else(new_image_id);
-
-    match cls::dir::create_id_object(io, &spec.name, &id).await {
-        Err(e) if e.is(Errno::EEXIST) => {
-            expect_id(cls::dir::id_of(io, &spec.name).await?, &id, &spec.name)?
-        }
-        other => other?,
-    }
+    let id = claim_name(io, spec).await?;
     match cls::dir::add_image(io, &spec.name, &id).await {
         Err(e) if e.is(Errno::EEXIST) => {
             expect_id(cls::dir::get_id(io, &spec.name).await?, &id, &spec.name)?
@@ -161,6 +154,26 @@ async fn local_data_pool<I: IoCtx>(io: &I, name: Option<&str>) -> Result<Option<
     }
 }
 
+/// The replica's id, with its name taken in `rbd_id.<name>`. Instances bootstrapping the
+/// same image at once (daemons started together, before they see each other) race here:
+/// the loser adopts the winner's id, and both steps after this tolerate each other.
+async fn claim_name<I: IoCtx>(io: &I, spec: &NonPrimarySpec) -> Result<String, RbdError> {
+    let id = find_existing(io, spec).await?.unwrap_or_else(new_image_id);
+    match cls::dir::create_id_object(io, &spec.name, &id).await {
+        Err(e) if e.is(Errno::EEXIST) => {
+            let found = cls::dir::id_of(io, &spec.name).await?;
+            if found == id {
+                return Ok(id);
+            }
+            match find_existing(io, spec).await? {
+                Some(theirs) if theirs == found => Ok(found),
+                _ => expect_id(found, &id, &spec.name).map(|()| id),
+            }
+        }
+        other => other.map(|()| id).map_err(RbdError::from),
+    }
+}
+
 /// The features the replica gets, after refusing what this module cannot maintain.
 fn validate(spec: &NonPrimarySpec) -> Result<u64, RbdError> {
     if !(12..=25).contains(&spec.order) {
@@ -205,18 +218,27 @@ async fn find_existing<I: IoCtx>(
         ))
     };
     match cls::mirror::image_get(io, &id).await {
+        // Entered meanwhile by a concurrent creation of this replica.
+        Ok(m) if m.global_image_id == spec.global_image_id => return Ok(Some(id)),
         Ok(_) => return Err(taken()), // mirrored under another global id
         Err(e) if !e.is_not_found() => return Err(e.into()),
         Err(_) => {}
     }
-    // No mirror entry yet: ours only if its journal (when there is one) was made for this
-    // primary. A header without a journal is a creation that stopped in between.
+    // No mirror entry yet: ours only if its journal was made for this primary. Without a
+    // journal, a creation that stopped in between (ours always journal), or an unmirrored
+    // user image of the same name, which must never be taken over.
     match cls_journal::get_tag(io, &journal_oid(&id), 0).await {
         Ok(tag) => match TagData::from_bytes(tag.data) {
             Ok(t) if t.mirror_uuid == spec.primary_mirror_uuid => Ok(Some(id)),
             _ => Err(taken()),
         },
-        Err(e) if e.is_not_found() => Ok(Some(id)),
+        Err(e) if e.is_not_found() => {
+            match cls_image::get_features(io, &oids::header(&id), NOSNAP).await {
+                Ok(f) if f.features & features::JOURNALING == 0 => Err(taken()),
+                Err(e) if !e.is_not_found() => Err(e.into()),
+                _ => Ok(Some(id)),
+            }
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -202,6 +202,46 @@ pub async fn create_and_open<R: Rados>(_c: &R, io: &R::IoCtx, _c2: &R, _io2: &R:
     remove_image(io, &pid).await.unwrap();
 }
 
+/// Daemons started together may bootstrap one image at the same moment: every creation
+/// ends with the same replica. An unmirrored user image of the name is never taken over.
+pub async fn concurrent_creates<R: Rados>(_c: &R, io: &R::IoCtx, _c2: &R, _io2: &R::IoCtx) {
+    let spec = spec("race");
+    let ids = futures::future::join_all((0..6).map(|_| create_non_primary(io, &spec))).await;
+    let ids: Vec<String> = ids.into_iter().map(Result::unwrap).collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    let id = &ids[0];
+    assert_eq!(cls::dir::get_id(io, &spec.name).await.unwrap(), *id);
+    assert_eq!(
+        cls::mirror::image_get_image_id(io, &spec.global_image_id)
+            .await
+            .unwrap(),
+        *id
+    );
+    Image::open(io.clone(), id).await.unwrap();
+
+    // What `rbd create --image-feature layering` leaves: no journal, no mirror entry.
+    let user = spec_like(&spec, "user");
+    let user_id = "feed0000user";
+    cls::dir::create_id_object(io, &user.name, user_id)
+        .await
+        .unwrap();
+    cls::dir::add_image(io, &user.name, user_id).await.unwrap();
+    let input = rbd_relay::format::image::CreateInput {
+        size: SIZE,
+        order: ORDER,
+        features: features::LAYERING,
+        object_prefix: format!("rbd_data.{user_id}"),
+        data_pool_id: -1,
+    };
+    cls_image::create(io, &oids::header(user_id), &input)
+        .await
+        .unwrap();
+    let taken = create_non_primary(io, &user).await;
+    assert!(matches!(taken, Err(RbdError::Exists(_))), "{taken:?}");
+    remove_image(io, user_id).await.unwrap();
+    remove_image(io, id).await.unwrap();
+}
+
 fn spec_like(spec: &NonPrimarySpec, name: &str) -> NonPrimarySpec {
     let mut s = spec.clone();
     s.name = format!("{}-{name}", spec.name);

@@ -32,7 +32,7 @@ use crate::format::client_data::{
     ORPHAN_MIRROR_UUID, TagData,
 };
 use crate::format::journal::{ClientState, header_oid};
-use crate::rados::IoCtx;
+use crate::rados::{Errno, IoCtx};
 use crate::rbd::{self, Image, NonPrimarySpec};
 
 use super::{PoolCtx, ReplayError};
@@ -269,7 +269,9 @@ fn syncing(local_image_id: &str) -> MirrorPeerClientMeta {
 }
 
 /// Registers our client on the remote journal with `meta`, or replaces its data if it is
-/// registered.
+/// registered. A registration that finds the client there already leaves it be: another
+/// instance bootstrapping the image at the same moment (daemons started together, before
+/// they see each other) registered the same record, and may be syncing under it.
 async fn register<I: IoCtx>(
     ctx: &PoolCtx<I>,
     header: &str,
@@ -280,7 +282,10 @@ async fn register<I: IoCtx>(
     if exists {
         cls_journal::client_update_data(&ctx.remote_io, header, &ctx.local_uuid, data).await
     } else {
-        cls_journal::client_register(&ctx.remote_io, header, &ctx.local_uuid, data).await
+        match cls_journal::client_register(&ctx.remote_io, header, &ctx.local_uuid, data).await {
+            Err(e) if e.is(Errno::EEXIST) => Ok(()),
+            other => other,
+        }
     }
 }
 
