@@ -10,10 +10,11 @@ mod sites;
 
 use std::time::Duration;
 
-use rbd_relay::cls;
+use rbd_relay::cls::{self, journal as cls_journal};
 use rbd_relay::config::Settings;
 use rbd_relay::demo::{POOL, TwoSites};
 use rbd_relay::format::image::oids;
+use rbd_relay::format::journal::header_oid as journal_oid;
 use rbd_relay::format::mirror::MirrorMode;
 use rbd_relay::mirror::registry::ReplayState;
 use rbd_relay::mirror::{self, Env, ImageKey};
@@ -97,4 +98,59 @@ async fn a_sync_stopped_while_locking_the_primary_leaves_no_lock_behind() {
     wait_equal(&sites, name).await;
     cancel.cancel();
     daemon.await.unwrap();
+}
+
+/// A replica the primary no longer has our journal client for (an operator removed it, or
+/// the journal was recreated) is copied again: what was written meanwhile is in no journal
+/// we can read. A bootstrap stopped right after it registered the client anew (a hand-over,
+/// a crash) must leave that decision on record. It once registered the client as replaying
+/// and corrected it a moment later, so the next start replayed from where Ceph had placed
+/// the new client and never copied the writes in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_stopped_after_registering_anew_still_copies_the_image() {
+    logs();
+    let sites = TwoSites::new(MirrorMode::Image).await.unwrap();
+    let name = "reregistered";
+    let mut img = primary(&sites, name).await;
+    workload(&mut img, 11, 30).await;
+    let daemon = sites::start(&sites);
+    wait_equal(&sites, name).await;
+    daemon.stop().await;
+
+    let io_a = sites.site_a.connect().ioctx(POOL).await.unwrap();
+    let io_b = sites.site_b.connect().ioctx(POOL).await.unwrap();
+    let ours = cls::mirror::uuid_get(&io_b).await.unwrap();
+    let journal = journal_oid(img.id());
+    cls_journal::client_unregister(&io_a, &journal, &ours)
+        .await
+        .unwrap();
+    workload(&mut img, 12, 30).await;
+
+    // Registered anew, the reply held back: the daemon stops before it can say more.
+    let peer = Faults::new(3);
+    peer.delay_reply(RadosOp::Exec, &journal, Duration::from_millis(500));
+    let env = Env::new(
+        FaultyRados::new(sites.site_b.connect(), Faults::new(4)),
+        FaultyPeer {
+            inner: sites.connector.clone(),
+            faults: peer.clone(),
+        },
+        Settings::default(),
+    );
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn(mirror::run(env, cancel.clone()));
+    let deadline = Instant::now() + DEADLINE;
+    while cls_journal::get_client(&io_a, &journal, &ours)
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the daemon never registered");
+        sleep(Duration::from_millis(1)).await;
+    }
+    cancel.cancel();
+    run.await.unwrap();
+
+    let daemon = sites::start(&sites);
+    wait_equal(&sites, name).await;
+    daemon.stop().await;
 }

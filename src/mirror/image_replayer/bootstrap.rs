@@ -156,11 +156,7 @@ pub async fn bootstrap<I: IoCtx>(
         .as_ref()
         .is_some_and(|c| c.commit_position.object_positions.is_empty());
     let registered = match client.map(|c| ClientData::from_bytes(c.data)) {
-        Some(Ok(ClientData::MirrorPeer(meta)))
-            if meta.image_id == local.image.id() && !(fresh && linked) =>
-        {
-            Some(meta)
-        }
+        Some(Ok(ClientData::MirrorPeer(meta))) if meta.image_id == local.image.id() => Some(meta),
         _ => None,
     };
     let mut meta = match registered {
@@ -221,7 +217,13 @@ async fn register_early<I: IoCtx>(
         return Ok((Some(c), false));
     }
     let mut meta = syncing(local.image.id());
-    meta.state = MirrorPeerState::Replaying;
+    // A copy of this remote with no record of how far it got is copied again, and is
+    // registered as syncing from the start: registered as replaying, a crash (or a hand-over)
+    // before bootstrap corrected the record would have the next start replay from
+    // wherever Ceph placed the client, skipping what the journal no longer holds.
+    if local.tag.mirror_uuid != ctx.remote_uuid {
+        meta.state = MirrorPeerState::Replaying;
+    }
     register(ctx, header, false, &meta).await?;
     Ok((get_client(ctx, header).await?, true))
 }
