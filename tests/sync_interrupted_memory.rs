@@ -19,7 +19,7 @@ use rbd_relay::format::mirror::MirrorMode;
 use rbd_relay::mirror::registry::ReplayState;
 use rbd_relay::mirror::{self, Env, ImageKey};
 use rbd_relay::rados::faults::{Faults, FaultyRados};
-use rbd_relay::rados::memory::MemoryIoCtx;
+use rbd_relay::rados::memory::{MemoryIoCtx, MemoryRados};
 use rbd_relay::rados::{Rados, RadosOp};
 use sites::{DEADLINE, FaultyPeer, logs, primary, wait_equal, workload};
 use tokio::time::{Instant, sleep};
@@ -34,6 +34,25 @@ async fn lockers(io: &MemoryIoCtx, header: &str) -> Vec<String> {
     }
 }
 
+/// A daemon for site-b whose cls calls to the primary's object `oid` take effect at once
+/// but reply 500 ms late; and its peer's fault plan.
+fn late_replies_from(
+    sites: &TwoSites,
+    oid: &str,
+) -> (Env<FaultyRados<MemoryRados>, FaultyPeer>, Faults) {
+    let peer = Faults::new(1);
+    peer.delay_reply(RadosOp::Exec, oid, Duration::from_millis(500));
+    let env = Env::new(
+        FaultyRados::new(sites.site_b.connect(), Faults::new(2)),
+        FaultyPeer {
+            inner: sites.connector.clone(),
+            faults: peer.clone(),
+        },
+        Settings::default(),
+    );
+    (env, peer)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_stopped_while_locking_the_primary_leaves_no_lock_behind() {
     logs();
@@ -45,16 +64,7 @@ async fn a_sync_stopped_while_locking_the_primary_leaves_no_lock_behind() {
     let header = oids::header(img.id());
     let before = lockers(&io_a, &header).await;
     // The daemon's writes to the primary's header take effect at once; it hears back late.
-    let peer = Faults::new(1);
-    peer.delay_reply(RadosOp::Exec, &header, Duration::from_millis(500));
-    let env = Env::new(
-        FaultyRados::new(sites.site_b.connect(), Faults::new(2)),
-        FaultyPeer {
-            inner: sites.connector.clone(),
-            faults: peer.clone(),
-        },
-        Settings::default(),
-    );
+    let (env, peer) = late_replies_from(&sites, &header);
     let cancel = CancellationToken::new();
     let daemon = tokio::spawn(mirror::run(env.clone(), cancel.clone()));
     let global_id = cls::mirror::image_get(&io_a, img.id())
@@ -127,16 +137,7 @@ async fn a_bootstrap_stopped_after_registering_anew_still_copies_the_image() {
     workload(&mut img, 12, 30).await;
 
     // Registered anew, the reply held back: the daemon stops before it can say more.
-    let peer = Faults::new(3);
-    peer.delay_reply(RadosOp::Exec, &journal, Duration::from_millis(500));
-    let env = Env::new(
-        FaultyRados::new(sites.site_b.connect(), Faults::new(4)),
-        FaultyPeer {
-            inner: sites.connector.clone(),
-            faults: peer.clone(),
-        },
-        Settings::default(),
-    );
+    let (env, _) = late_replies_from(&sites, &journal);
     let cancel = CancellationToken::new();
     let run = tokio::spawn(mirror::run(env, cancel.clone()));
     let deadline = Instant::now() + DEADLINE;
