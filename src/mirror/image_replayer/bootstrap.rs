@@ -168,7 +168,7 @@ pub async fn bootstrap<I: IoCtx>(
             meta
         }
     };
-    if !linked && meta.state == MirrorPeerState::Replaying {
+    if !linked && (meta.state == MirrorPeerState::Replaying || fresh) {
         // LINK_TAGS
         let remote_class = image_client(&ctx.remote_io, remote_image_id).await?.0;
         let tags = cls_journal::tag_list(
@@ -190,15 +190,17 @@ pub async fn bootstrap<I: IoCtx>(
             return Err(ReplayError::SplitBrain);
         }
         // Registered only now (the daemon was down during the failover): the new epoch
-        // replays only if the journal still holds it from its beginning.
+        // replays only if the journal still holds it from its beginning; else the copy is
+        // synced, as registered.
         if fresh
-            && !(from_start
-                && cls_journal::get_minimum_set(&ctx.remote_io, &remote_header).await? == 0)
+            && from_start
+            && cls_journal::get_minimum_set(&ctx.remote_io, &remote_header).await? == 0
         {
-            meta.state = MirrorPeerState::Syncing;
+            meta.state = MirrorPeerState::Replaying;
             register(ctx, &remote_header, true, &meta).await?;
         }
-        tracing::info!(pool = %ctx.pool, %global_id, "remote promotion follows our demotion: replaying it");
+        tracing::info!(pool = %ctx.pool, %global_id, state = ?meta.state,
+            "remote promotion follows our demotion");
     }
     Ok(ready(local.image, meta, local.tag_class))
 }
@@ -217,11 +219,12 @@ async fn register_early<I: IoCtx>(
         return Ok((Some(c), false));
     }
     let mut meta = syncing(local.image.id());
-    // A copy of this remote with no record of how far it got is copied again, and is
-    // registered as syncing from the start: registered as replaying, a crash (or a hand-over)
-    // before bootstrap corrected the record would have the next start replay from
-    // wherever Ceph placed the client, skipping what the journal no longer holds.
-    if local.tag.mirror_uuid != ctx.remote_uuid {
+    // Recorded as syncing until bootstrap has seen that the journal holds everything to
+    // replay: recorded as replaying, a crash (or a hand-over) before bootstrap could correct
+    // it would have the next start replay from wherever Ceph placed the client, skipping
+    // what the journal no longer holds. Only a primary here registers as replaying: the
+    // remote's next epoch, if it is promoted, starts after this.
+    if local.tag.is_local() {
         meta.state = MirrorPeerState::Replaying;
     }
     register(ctx, header, false, &meta).await?;
