@@ -117,6 +117,18 @@ async fn settled(lives: &[&Life], names: &[String]) -> BTreeMap<u64, Vec<String>
     ids.sort_unstable();
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
+        // Nothing here is an error: daemons that disagree for a moment (started together,
+        // one not yet told of a join) only wait for each other.
+        for l in lives {
+            let failed: Vec<_> = l
+                .registry
+                .snapshot()
+                .into_iter()
+                .filter(|(_, v)| v.state == ReplayState::Error)
+                .map(|(_, v)| (v.name, v.description))
+                .collect();
+            assert!(failed.is_empty(), "on {}: {failed:?}", l.gid);
+        }
         let found: BTreeMap<u64, Vec<(String, String)>> =
             lives.iter().map(|l| (l.gid, l.replaying())).collect();
         let mut owners: BTreeMap<String, usize> = BTreeMap::new();
