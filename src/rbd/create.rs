@@ -162,13 +162,11 @@ async fn claim_name<I: IoCtx>(io: &I, spec: &NonPrimarySpec) -> Result<String, R
     match cls::dir::create_id_object(io, &spec.name, &id).await {
         Err(e) if e.is(Errno::EEXIST) => {
             let found = cls::dir::id_of(io, &spec.name).await?;
-            if found == id {
-                return Ok(id);
+            // Taken meanwhile: fine only by another creation of this replica.
+            if found != id && find_existing(io, spec).await?.as_ref() != Some(&found) {
+                return Err(name_taken(&spec.name, &found));
             }
-            match find_existing(io, spec).await? {
-                Some(theirs) if theirs == found => Ok(found),
-                _ => expect_id(found, &id, &spec.name).map(|()| id),
-            }
+            Ok(found)
         }
         other => other.map(|()| id).map_err(RbdError::from),
     }
@@ -279,8 +277,12 @@ fn expect_id(found: String, id: &str, name: &str) -> Result<(), RbdError> {
     if found == id {
         Ok(())
     } else {
-        Err(RbdError::Exists(format!("image {name} (id {found})")))
+        Err(name_taken(name, &found))
     }
+}
+
+fn name_taken(name: &str, found: &str) -> RbdError {
+    RbdError::Exists(format!("image {name} (id {found})"))
 }
 
 /// A fresh image id: 12 lowercase hex digits, like librbd's (short, so data object
