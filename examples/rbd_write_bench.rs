@@ -63,6 +63,7 @@ async fn ours(conf: &str, a: &Args) -> anyhow::Result<f64> {
         journal_splay_width: 4,
         primary_mirror_uuid: uuid::Uuid::new_v4().to_string(),
         data_pool: None,
+        parent: None,
     };
     let id = create_non_primary(&io, &spec).await?;
     let mut image = Image::open(io.clone(), &id).await?;

@@ -5,6 +5,8 @@
 
 #[path = "rbd/cases.rs"]
 mod cases;
+#[path = "rbd/clone_cases.rs"]
+mod clone_cases;
 #[path = "support/mod.rs"]
 #[allow(dead_code)] // each test crate uses part of the shared support
 mod harness;
@@ -43,6 +45,7 @@ both_backends!(
     cases::snapshots_and_resize,
     cases::header_ops_and_remove,
     cases::data_pool,
+    clone_cases::clones,
     lock_cases::lock_requests,
     lock_cases::promotion_notify_releases,
     lock_cases::stale_snap_context,

@@ -18,7 +18,10 @@ use crate::format::image::{
     SetFeaturesInput, SetFlagsInput, SetProtectionStatusInput, SnapContext, SnapshotAddInput,
     SnapshotInfo, SnapshotNamespace, SnapshotRenameInput, StripeUnitCount,
 };
-use crate::format::image::{ObjectMapResizeInput, ObjectMapUpdateInput, keys};
+use crate::format::image::{
+    ChildAttachInput, ChildImageSpec, ObjectMapResizeInput, ObjectMapUpdateInput,
+    OpFeaturesSetInput, ParentAttachInput, ParentImageSpec, ParentInfo, keys,
+};
 use crate::format::object_map::ObjectMap;
 use crate::rados::{Errno, IoCtx, NOSNAP, ReadOp, ReadResult, SnapId, WriteOp};
 
@@ -260,6 +263,111 @@ pub async fn snapshot_rename<I: IoCtx>(
 /// Moves a snapshot to the trash namespace (kept while clones still use it).
 pub async fn snapshot_trash_add<I: IoCtx>(io: &I, oid: &str, snap: SnapId) -> ClsResult<()> {
     write(io, oid, CLASS, "snapshot_trash_add", enc(&snap)).await
+}
+
+// ---- clones (librbd's AttachParent/AttachChild/DetachParent/DetachChild requests) ----
+
+/// Links a child's header to its parent snapshot; the cls caps `overlap` at the child's
+/// size. `EEXIST` when another parent is linked.
+pub async fn parent_attach<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    parent: &ParentImageSpec,
+    overlap: u64,
+) -> ClsResult<()> {
+    let input = ParentAttachInput {
+        parent: parent.clone(),
+        overlap,
+        reattach: false,
+    };
+    write(io, oid, CLASS, "parent_attach", enc(&input)).await
+}
+
+/// A header's parent link (the `parent` key); `None` for an image that is no clone.
+pub async fn parent_get<I: IoCtx>(io: &I, oid: &str) -> ClsResult<Option<ParentInfo>> {
+    let op = ReadOp::new().omap_get_vals_by_keys([keys::PARENT]);
+    let raw = match io.operate_read(oid, op).await?.results.pop() {
+        Some(ReadResult::Omap { mut entries, .. }) => entries.remove(keys::PARENT),
+        _ => return Err(unexpected_reply(format!("{oid} parent"))),
+    };
+    raw.map(|b| decode_as(oid, CLASS, "parent", b)).transpose()
+}
+
+/// Unlinks the head from its parent (flatten). Snapshots still reading through the parent
+/// keep it unless the image has deep-flatten; `ENOENT` when the head has no overlap.
+pub async fn parent_detach<I: IoCtx>(io: &I, oid: &str) -> ClsResult<()> {
+    write(io, oid, CLASS, "parent_detach", Bytes::new()).await
+}
+
+/// The parent overlap of the head (`NOSNAP`) or of a snapshot; `None` without a parent.
+pub async fn parent_overlap_get<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    snap: SnapId,
+) -> ClsResult<Option<u64>> {
+    read(io, oid, CLASS, "parent_overlap_get", enc(&snap)).await
+}
+
+/// Records a clone-v2 child on its parent's snapshot (on the parent's header); `EEXIST`
+/// when it is recorded already.
+pub async fn child_attach<I: IoCtx>(
+    io: &I,
+    parent_oid: &str,
+    snap: SnapId,
+    child: &ChildImageSpec,
+) -> ClsResult<()> {
+    let input = ChildAttachInput {
+        snap_id: snap,
+        child: child.clone(),
+    };
+    write(io, parent_oid, CLASS, "child_attach", enc(&input)).await
+}
+
+/// Forgets a clone-v2 child on its parent's snapshot; `ENOENT` when it is not recorded.
+pub async fn child_detach<I: IoCtx>(
+    io: &I,
+    parent_oid: &str,
+    snap: SnapId,
+    child: &ChildImageSpec,
+) -> ClsResult<()> {
+    let input = ChildAttachInput {
+        snap_id: snap,
+        child: child.clone(),
+    };
+    write(io, parent_oid, CLASS, "child_detach", enc(&input)).await
+}
+
+/// The clone-v2 children of a snapshot; empty when it has none.
+pub async fn children_list<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    snap: SnapId,
+) -> ClsResult<std::collections::BTreeSet<ChildImageSpec>> {
+    match read(io, oid, CLASS, "children_list", enc(&snap)).await {
+        Err(e) if e.is_not_found() => {
+            // ENOENT means "no children" once the snapshot is known to exist.
+            snapshot_get(io, oid, snap).await?;
+            Ok(Default::default())
+        }
+        other => other,
+    }
+}
+
+/// Sets the operation feature bits of `mask` to those in `op_features`.
+pub async fn op_features_set<I: IoCtx>(
+    io: &I,
+    oid: &str,
+    op_features: u64,
+    mask: u64,
+) -> ClsResult<()> {
+    let input = OpFeaturesSetInput { op_features, mask };
+    write(io, oid, CLASS, "op_features_set", enc(&input)).await
+}
+
+/// A data object's copy-up: `data` (the parent's bytes for the object, maybe short) becomes
+/// the object only if it does not exist yet, so racing or repeated copy-ups are harmless.
+pub fn copyup(op: WriteOp, data: Bytes) -> WriteOp {
+    op.exec(CLASS, "copyup", data)
 }
 
 pub async fn get_protection_status<I: IoCtx>(

@@ -120,6 +120,7 @@ impl<I: IoCtx> Writer<I> {
             // "" owns the first tag: this site is primary.
             primary_mirror_uuid: String::new(),
             data_pool: None,
+            parent: None,
         };
         let id = rbd::create_non_primary(&io, &spec).await?;
         let mut image = Image::open(io.clone(), &id).await?;

@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
-use super::codec::{Decode, Decoder, Encode, Encoder, Result, UTime, wire_enum, wire_struct};
+use super::codec::{
+    Decode, Decoder, Encode, Encoder, Result, UTime, framed_struct, wire_enum, wire_struct,
+};
 
 /// `CEPH_NOSNAP`: "the head", the snap id for methods asking about the live image.
 pub const CEPH_NOSNAP: u64 = 0xffff_ffff_ffff_fffe;
@@ -30,6 +32,17 @@ pub mod features {
     pub const MIGRATING: u64 = 1 << 9;
     pub const NON_PRIMARY: u64 = 1 << 10;
     pub const DIRTY_CACHE: u64 = 1 << 11;
+}
+
+/// \[SRC\] Operation feature bits (header key `op_features`, feature OPERATIONS while any
+/// is set): what old clients must not touch.
+pub mod op_features {
+    /// A snapshot of this image has clone-v2 children.
+    pub const CLONE_PARENT: u64 = 1 << 0;
+    /// This image is a clone-v2 child.
+    pub const CLONE_CHILD: u64 = 1 << 1;
+    /// A snapshot of this image is in the trash namespace.
+    pub const SNAP_TRASH: u64 = 1 << 3;
 }
 
 /// Header `flags` bits.
@@ -79,9 +92,14 @@ pub mod keys {
     pub const MODIFY_TIMESTAMP: &str = "modify_timestamp";
     pub const SNAPSHOT_PREFIX: &str = "snapshot_";
     pub const METADATA_PREFIX: &str = "metadata_";
+    pub const SNAP_CHILDREN_PREFIX: &str = "snap_children_";
 
     pub fn snapshot(snap_id: u64) -> String {
         format!("{SNAPSHOT_PREFIX}{snap_id:016x}")
+    }
+    /// \[SRC\] A parent snapshot's clone-v2 children (`set<ChildImageSpec>`).
+    pub fn snap_children(snap_id: u64) -> String {
+        format!("{SNAP_CHILDREN_PREFIX}{snap_id:016x}")
     }
     /// Image metadata; the value is raw bytes, no length prefix.
     pub fn metadata(key: &str) -> String {
@@ -354,6 +372,52 @@ impl Decode for ParentInfo {
     }
 }
 
+framed_struct! {
+    /// \[SRC\] `cls::rbd::ParentImageSpec` (v1): a clone's parent, as `parent_attach` takes
+    /// it (the overlap travels beside it).
+    pub struct ParentImageSpec (1, 1) {
+        pub pool_id: i64,
+        pub pool_namespace: String,
+        pub image_id: String,
+        pub snap_id: u64,
+    }
+}
+
+/// \[SRC\] `cls::rbd::ChildImageSpec` (v2/compat 1): a clone-v2 child as its parent
+/// snapshot lists it (`child_attach`, `child_detach`, `children_list`). Sets of them sort by
+/// pool, namespace, then image id, as Ceph's `operator<`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ChildImageSpec {
+    pub pool_id: i64,
+    pub pool_namespace: String,
+    pub image_id: String,
+}
+
+impl Encode for ChildImageSpec {
+    fn encode(&self, e: &mut Encoder) {
+        e.frame(2, 1, |e| {
+            e.i64(self.pool_id);
+            e.string(&self.image_id);
+            e.string(&self.pool_namespace);
+        });
+    }
+}
+impl Decode for ChildImageSpec {
+    const MIN_LEN: usize = 6;
+    fn decode(d: &mut Decoder) -> Result<Self> {
+        let mut f = d.frame("ChildImageSpec", 2)?;
+        let b = &mut f.body;
+        let pool_id = b.get()?;
+        let image_id = b.get()?;
+        let pool_namespace = if f.version >= 2 { b.get()? } else { String::new() };
+        Ok(ChildImageSpec {
+            pool_id,
+            pool_namespace,
+            image_id,
+        })
+    }
+}
+
 // ---- rbd.* image method inputs and outputs (spec §5.3) ----------------------------------
 // Single values use the plain type: `u64` (get_size/get_flags/snapshot_get/remove input,
 // set_size, snap limits), `String` (object prefix, ids, names), `i64` data pool,
@@ -468,6 +532,32 @@ wire_struct! {
         pub src: String,
         pub dst: String,
         pub id: String,
+    }
+}
+
+wire_struct! {
+    /// \[SRC\] `parent_attach` input: the parent and the overlap (the child's size at most).
+    pub struct ParentAttachInput {
+        pub parent: ParentImageSpec,
+        pub overlap: u64,
+        pub reattach: bool,
+    }
+}
+
+wire_struct! {
+    /// \[SRC\] `child_attach` / `child_detach` input (on the parent's header).
+    pub struct ChildAttachInput {
+        pub snap_id: u64,
+        pub child: ChildImageSpec,
+    }
+}
+
+wire_struct! {
+    /// \[SRC\] `op_features_set` input: set the op feature bits of `mask` to those in
+    /// `op_features`.
+    pub struct OpFeaturesSetInput {
+        pub op_features: u64,
+        pub mask: u64,
     }
 }
 

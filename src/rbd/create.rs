@@ -13,6 +13,9 @@
 //!  CREATE_HEADER (rbd_header.<id>: size, order, features, rbd_data.<id>; with a data
 //!    |            pool its id and rbd_data.<pool id>.<id>, as librbd) [+ striping]
 //!    v
+//!  ATTACH_PARENT (a clone: parent link + overlap, op feature clone-child, the child
+//!    |            recorded on the local parent snapshot)
+//!    v
 //!  CREATE_OBJECT_MAP (object-map feature: all NONEXISTENT)
 //!    v
 //!  CREATE_JOURNAL (journal.<id> with local geometry; tag 0 in a new class owned by the
@@ -28,7 +31,9 @@ use crate::cls::{self, image as cls_image, journal as cls_journal};
 use crate::format::Decode;
 use crate::format::Encode;
 use crate::format::client_data::{ClientData, IMAGE_CLIENT_ID, TagData, TagPredecessor};
-use crate::format::image::{CreateInput, StripeUnitCount, features, oids};
+use crate::format::image::{
+    ChildImageSpec, CreateInput, ParentImageSpec, StripeUnitCount, features, oids, op_features,
+};
 use crate::format::journal::{TAG_CLASS_NEW, header_oid as journal_oid};
 use crate::format::mirror::{MIRRORING_OBJECT, MirrorImage, MirrorImageMode, MirrorImageState};
 use crate::format::notify::MirroringNotify;
@@ -52,6 +57,17 @@ pub struct NonPrimarySpec {
     /// The primary's data pool: the replica uses the local pool of that name if there is
     /// one (as rbd-mirror does), else keeps its data in the image's own pool.
     pub data_pool: Option<String>,
+    /// For a clone: the local parent snapshot and the overlap to start with.
+    pub parent: Option<CloneOf>,
+}
+
+/// The local parent snapshot of a replica that is a clone. Replicas are always clone v2
+/// (the child recorded on the parent snapshot, no protection needed), whatever format
+/// the primary's clone has: rbd-mirror too clones in the local default format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloneOf {
+    pub parent: ParentImageSpec,
+    pub overlap: u64,
 }
 
 /// Feature bits librbd never lets a create set (internal ones).
@@ -102,6 +118,9 @@ pub async fn create_non_primary<I: IoCtx>(
             stripe_count: 1,
         };
         cls_image::set_stripe_unit_count(io, &header, &s).await?;
+    }
+    if let Some(clone) = &spec.parent {
+        attach_parent(io, &id, &header, clone).await?;
     }
     if features & features::OBJECT_MAP != 0 {
         let count = super::layout::object_count(spec.order, spec.size);
@@ -169,6 +188,42 @@ async fn claim_name<I: IoCtx>(io: &I, spec: &NonPrimarySpec) -> Result<String, R
             Ok(found)
         }
         other => other.map(|()| id).map_err(RbdError::from),
+    }
+}
+
+/// Links the new header to its parent snapshot and records the child there (librbd's
+/// AttachParent + AttachChild for clone v2); each step accepts its own earlier success.
+async fn attach_parent<I: IoCtx>(
+    io: &I,
+    id: &str,
+    header: &str,
+    clone: &CloneOf,
+) -> Result<(), RbdError> {
+    let p = &clone.parent;
+    match cls_image::parent_attach(io, header, p, clone.overlap).await {
+        Err(e) if e.is(Errno::EEXIST) => {
+            let linked = cls_image::parent_get(io, header).await?;
+            let same = linked.as_ref().is_some_and(|l| {
+                (l.pool_id, &l.pool_namespace, &l.image_id, l.snap_id)
+                    == (p.pool_id, &p.pool_namespace, &p.image_id, p.snap_id)
+            });
+            if !same {
+                return Err(RbdError::Exists(format!("image {id} with another parent ({linked:?})")));
+            }
+        }
+        other => other?,
+    }
+    cls_image::op_features_set(io, header, op_features::CLONE_CHILD, op_features::CLONE_CHILD)
+        .await?;
+    let child = ChildImageSpec {
+        pool_id: io.pool_id(),
+        pool_namespace: io.namespace().to_string(),
+        image_id: id.to_string(),
+    };
+    let parent_io = io.pool_by_id(p.pool_id).await?.with_namespace(&p.pool_namespace);
+    match cls_image::child_attach(&parent_io, &oids::header(&p.image_id), p.snap_id, &child).await {
+        Err(e) if e.is(Errno::EEXIST) => Ok(()),
+        other => other.map_err(RbdError::from),
     }
 }
 

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::{OnceCell, watch};
 
 use super::RbdError;
 use super::layout;
@@ -40,26 +40,6 @@ pub(super) async fn data_ioctx<I: IoCtx>(io: &I, data_pool_id: i64) -> RadosResu
     io.pool_by_id(data_pool_id).await
 }
 
-/// Clones read what they never wrote through their parent, a link this crate does not
-/// follow yet: a replica built from the child's own objects would silently lack that data,
-/// so a clone is refused with a reason naming its parent (`raw`: the header's `parent` key).
-fn refuse_clone(raw: Option<Bytes>, name: &str) -> Result<(), RbdError> {
-    let Some(raw) = raw else {
-        return Ok(());
-    };
-    let parent = match ParentInfo::from_bytes(raw) {
-        Ok(p) => format!(
-            "pool {} namespace '{}' image {} snapshot {}",
-            p.pool_id, p.pool_namespace, p.image_id, p.snap_id
-        ),
-        Err(e) => format!("undecodable parent record: {e}"),
-    };
-    Err(RbdError::Unsupported(format!(
-        "image '{name}' is a clone of {parent}: clones are not replicated yet (`rbd flatten` it on the \
-         primary: the flatten wakes the replayer and it is then copied in full)"
-    )))
-}
-
 /// The header as last read.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Header {
@@ -71,6 +51,8 @@ pub(super) struct Header {
     pub snapc: SnapContext,
     pub snapshots: Vec<SnapshotInfo>,
     pub metadata: BTreeMap<String, Bytes>,
+    /// A clone's link to its parent snapshot.
+    pub parent: Option<ParentInfo>,
 }
 
 pub struct Image<I: IoCtx> {
@@ -87,6 +69,8 @@ pub struct Image<I: IoCtx> {
     pub(super) shared: Arc<Shared>,
     /// HEAD's object map, loaded while the lock is held and the feature is on.
     pub(super) object_map: HeadMap,
+    /// A clone's parent, opened on first use (copy-up, reads through it).
+    pub(super) parent_image: OnceCell<Box<Image<I>>>,
 }
 
 impl<I: IoCtx> Image<I> {
@@ -105,6 +89,7 @@ impl<I: IoCtx> Image<I> {
             lock: ExclusiveLock::default(),
             shared: Arc::new(Shared::default()),
             object_map: HeadMap::default(),
+            parent_image: OnceCell::new(),
             data_io: io.clone(),
             io,
         };
@@ -149,7 +134,24 @@ impl<I: IoCtx> Image<I> {
                 s.stripe_unit, s.stripe_count
             )));
         }
-        refuse_clone(head.parent, &self.name)?;
+        let parent = match head.parent {
+            Some(raw) => Some(ParentInfo::from_bytes(raw).map_err(|source| RbdError::Decode {
+                what: format!("{oid} parent"),
+                source,
+            })?),
+            None => None,
+        };
+        let same_parent = |a: &ParentInfo, b: &ParentInfo| {
+            (a.pool_id, &a.pool_namespace, &a.image_id, a.snap_id)
+                == (b.pool_id, &b.pool_namespace, &b.image_id, b.snap_id)
+        };
+        let keep = match (&parent, &self.header.parent) {
+            (Some(a), Some(b)) => same_parent(a, b),
+            _ => false,
+        };
+        if !keep {
+            self.parent_image = OnceCell::new();
+        }
         let mut snapshots = cls_image::snapshots(io, oid, &head.snapc).await?;
         snapshots.sort_by_key(|s| s.id);
         self.header = Header {
@@ -164,6 +166,7 @@ impl<I: IoCtx> Image<I> {
             },
             snapshots,
             metadata: head.metadata,
+            parent,
         };
         self.shared.refreshed(self.header.snapc.seq);
         Ok(())

@@ -106,13 +106,22 @@ impl<I: IoCtx> Image<I> {
         if plans.is_empty() {
             return Ok(());
         }
+        // A clone's object inside the overlap exists after any step (copied up first).
         let effects: Vec<(u64, Effect)> = plans
             .iter()
-            .map(|p| (p.object_no, effect(&p.steps)))
+            .map(|p| match self.in_overlap(p.object_no) {
+                true => (p.object_no, Effect::Writes),
+                false => (p.object_no, effect(&p.steps)),
+            })
             .collect();
+        let copyups: Vec<Option<bool>> =
+            plans.iter().map(|p| self.copyup_needed(p.object_no)).collect();
         self.object_map_pre(&effects).await?;
-        let results: Vec<Result<(), RbdError>> = stream::iter(plans)
-            .map(|plan| self.run_object(plan))
+        let results: Vec<Result<(), RbdError>> = stream::iter(plans.into_iter().zip(copyups))
+            .map(|(plan, copyup)| async move {
+                self.copyup(plan.object_no, copyup).await?;
+                self.run_object(plan).await
+            })
             .buffer_unordered(max_in_flight.max(1))
             .collect()
             .await;
@@ -265,7 +274,8 @@ impl<I: IoCtx> Image<I> {
                     IoOp::Discard { .. } | IoOp::WriteZeroes { .. } => Step::Zero {
                         offset: p.offset,
                         length: p.length,
-                        whole: p.is_whole(object_size),
+                        // Inside a clone's overlap a removal would expose the parent.
+                        whole: p.is_whole(object_size) && !self.in_overlap(p.object_no),
                     },
                     IoOp::WriteSame { pattern, .. } => Step::Write {
                         offset: p.offset,
@@ -420,7 +430,7 @@ impl<I: IoCtx> Image<I> {
             .await
         {
             Ok(reply) => first_data(reply.results),
-            Err(e) if e.is_not_found() => Bytes::new(),
+            Err(e) if e.is_not_found() => self.read_absent(&p, snap).await?,
             Err(e) => return Err(e.into()),
         };
         if data.len() as u64 == p.length {

@@ -8,6 +8,7 @@
 //! is the image rbd-mirror would have made.
 //!
 //! - [`create`]: [`create_non_primary`], rbd-mirror's bootstrap image creation.
+//! - [`clone`]: clones: reads through the parent, copy-up, flatten.
 //! - [`compare`]: two images byte for byte, [`compare`](compare::compare).
 //! - [`image`]: [`Image`], an open image and its header (replaces librbd's `ImageCtx` +
 //!   `ImageState` refresh for what a replayer needs).
@@ -27,6 +28,7 @@
 //! dirty objects into the next one. So `rbd object-map check` finds nothing and `rbd diff`
 //! / `rbd du` stay fast and right, which invalid flags would give up until a rebuild.
 
+pub mod clone;
 pub mod compare;
 pub mod create;
 pub mod fencing;
@@ -41,7 +43,7 @@ pub mod remove;
 use bytes::Bytes;
 
 pub use compare::compare;
-pub use create::{NonPrimarySpec, create_non_primary};
+pub use create::{CloneOf, NonPrimarySpec, create_non_primary};
 pub use image::Image;
 pub use lock::LockState;
 pub use remove::remove_image;

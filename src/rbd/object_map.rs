@@ -36,7 +36,7 @@ impl HeadMap {
         self.map = None;
     }
 
-    fn state(&self, object_no: u64) -> Option<ObjectState> {
+    pub(super) fn state(&self, object_no: u64) -> Option<ObjectState> {
         let map = self.map.as_ref()?.lock().expect("object map lock");
         map.get(object_no)
     }
@@ -67,11 +67,11 @@ pub(super) enum Effect {
 }
 
 impl<I: IoCtx> Image<I> {
-    fn has_object_map(&self) -> bool {
+    pub(super) fn has_object_map(&self) -> bool {
         self.header.features & features::OBJECT_MAP != 0
     }
 
-    fn map_oid(&self, snap: Option<u64>) -> String {
+    pub(super) fn map_oid(&self, snap: Option<u64>) -> String {
         oids::object_map(&self.id, snap)
     }
 

@@ -76,19 +76,39 @@ impl<I: IoCtx> Image<I> {
         Ok(id)
     }
 
-    /// Removes a snapshot (a missing one is not an error); a protected one is refused.
+    /// Removes a snapshot (a missing one is not an error); a protected one is refused. One
+    /// that clones still read moves to the trash namespace instead, as librbd does, and
+    /// stays there while they do. A trashed one is named by its namespace alone (its name
+    /// is a random uuid, different on each site).
     pub async fn snap_remove(
         &mut self,
         name: &str,
         ns: &SnapshotNamespace,
     ) -> Result<(), RbdError> {
         self.assert_locked().await?;
-        let Some(snap) = self.snapshot_by_name(name, ns).cloned() else {
+        let trashed = matches!(ns, SnapshotNamespace::Trash { .. });
+        let found = match trashed {
+            true => self.header.snapshots.iter().find(|s| &s.snapshot_namespace == ns),
+            false => self.snapshot_by_name(name, ns),
+        };
+        let Some(snap) = found.cloned() else {
             return Ok(());
         };
         let status = cls_image::get_protection_status(&self.io, &self.header_oid, snap.id).await?;
         if status != ProtectionStatus::Unprotected {
             return Err(RbdError::Invalid(format!("snapshot {name} is protected")));
+        }
+        // Children attach from their own images: the cached count may be stale.
+        let now = cls_image::snapshot_get(&self.io, &self.header_oid, snap.id).await?;
+        if now.child_count > 0 {
+            if !trashed {
+                match cls_image::snapshot_trash_add(&self.io, &self.header_oid, snap.id).await {
+                    Err(e) if e.is(Errno::EEXIST) => {}
+                    other => other?,
+                }
+                self.changed().await?;
+            }
+            return Ok(());
         }
         let next_newer = self
             .header
@@ -287,7 +307,7 @@ impl<I: IoCtx> Image<I> {
     }
 
     /// After a header change: re-read it and tell other clients.
-    async fn changed(&mut self) -> Result<(), RbdError> {
+    pub(super) async fn changed(&mut self) -> Result<(), RbdError> {
         self.refresh().await?;
         self.notify_header_update().await;
         Ok(())

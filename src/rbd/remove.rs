@@ -10,6 +10,8 @@
 //!  REMOVE_DATA (every data object HEAD or a snapshot could have, wherever they live) +
 //!    |         HEAD's object map
 //!    v
+//!  DETACH_FROM_PARENT (a clone leaves its parent snapshot's children)
+//!    v
 //!  REMOVE_JOURNAL (data objects of every set still there, then the header)
 //!    v
 //!  REMOVE_HEADER, REMOVE_ID_OBJECT, REMOVE_FROM_DIRECTORY
@@ -80,6 +82,11 @@ pub async fn remove_image<I: IoCtx>(io: &I, image_id: &str) -> Result<(), RbdErr
         remove_all(&data, (0..objects).map(|o| oids::data(&prefix, o))).await?;
     }
     gone(io.remove(&oids::object_map(image_id, None)).await)?;
+    match cls_image::parent_get(io, &header).await {
+        Ok(Some(link)) => super::clone::detach_child(io, image_id, &link).await?,
+        Err(e) if !e.is_not_found() => return Err(e.into()),
+        _ => {}
+    }
     remove_journal(io, image_id).await?;
     gone(io.remove(&header).await)?;
 

@@ -9,6 +9,7 @@ mod cls;
 mod cls_journal;
 mod cls_lock;
 mod cls_rbd_cli;
+mod cls_rbd_clone;
 mod cls_rbd_dir;
 mod cls_rbd_image;
 mod cls_rbd_leader;
@@ -71,6 +72,7 @@ conformance!(
     cls_rbd_mirror::mirror_images,
     cls_rbd_image::image_header,
     cls_rbd_snaps::image_snapshots,
+    cls_rbd_clone::image_clones,
     cls_rbd_image::image_metadata,
     cls_rbd_image::object_map,
     cls_rbd_dir::directory,

@@ -32,6 +32,7 @@ pub fn spec(prefix: &str) -> NonPrimarySpec {
         journal_splay_width: 4,
         primary_mirror_uuid: uuid::Uuid::new_v4().to_string(),
         data_pool: None,
+        parent: None,
     }
 }
 

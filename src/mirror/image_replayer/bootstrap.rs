@@ -321,7 +321,9 @@ async fn create_local<I: IoCtx>(
     global_id: &str,
     remote_image_id: &str,
 ) -> Result<Image<I>, ReplayError> {
-    let spec = replica_spec(&ctx.remote_io, remote_image_id, global_id, &ctx.remote_uuid).await?;
+    let mut spec =
+        replica_spec(&ctx.remote_io, remote_image_id, global_id, &ctx.remote_uuid).await?;
+    spec.parent = super::parent::local_parent(ctx, remote_image_id).await?;
     let id = rbd::create_non_primary(&ctx.local_io, &spec).await?;
     tracing::info!(image = %spec.name, local_id = %id, "created local non-primary image");
     Ok(Image::open(ctx.local_io.clone(), &id).await?)
@@ -329,6 +331,7 @@ async fn create_local<I: IoCtx>(
 
 /// The replica of the primary `remote_image_id` as it is now: its name, size, order,
 /// features, striping and journal geometry; its first tag names `remote_uuid` as owner.
+/// A clone's parent is left to the caller (it needs the local cluster).
 pub async fn replica_spec<R: IoCtx>(
     remote_io: &R,
     remote_image_id: &str,
@@ -358,6 +361,7 @@ pub async fn replica_spec<R: IoCtx>(
         journal_splay_width: g.splay_width,
         primary_mirror_uuid: remote_uuid.to_string(),
         data_pool: remote.data_pool().map(str::to_string),
+        parent: None,
     })
 }
 

@@ -209,6 +209,7 @@ async fn copy_objects<I: IoCtx>(
     progress: &mut (dyn Progress + Send),
     mut checkpoint: Option<Checkpoint<'_, I>>,
 ) -> Result<(), ReplayError> {
+    shape_overlap(remote, local, snap).await?;
     if local.size() != snap.image_size {
         local.resize(snap.image_size).await?;
     }
@@ -220,6 +221,7 @@ async fn copy_objects<I: IoCtx>(
     let absent = |n: u64| map.as_ref().and_then(|m| m.get(n)) == Some(ObjectState::Nonexistent);
     let present: Vec<u64> = (start..total).filter(|&n| !absent(n)).collect();
     local.mark_exists(&present).await?;
+    let clone_with_snapshots = local.head_overlap() > 0 && !local.snapshots().is_empty();
     let local_ref: &Image<I> = local;
     let mut copies = futures::stream::iter(start..total)
         .map(|n| async move {
@@ -235,6 +237,10 @@ async fn copy_objects<I: IoCtx>(
             };
             let bytes = data.as_ref().map_or(0, |d| d.len() as u64);
             let removing = data.is_none();
+            if !removing && clone_with_snapshots {
+                // What the clone's snapshots read through the parent stays theirs.
+                local_ref.copyup(n, None).await?;
+            }
             match local_ref.write_object(n, data).await {
                 // Removing what is not there: nothing to do.
                 Err(e) if removing && e.errno() == Some(crate::rados::Errno::ENOENT) => {}
@@ -254,6 +260,27 @@ async fn copy_objects<I: IoCtx>(
                 save_meta(cp.ctx, cp.header, cp.meta).await?;
             }
         }
+    }
+    Ok(())
+}
+
+/// A clone reads through its parent no further than the primary did at `snap` (a shrink
+/// or a flatten there lowered it since the clone was made): shrinking lowers the overlap
+/// with the size (cls_rbd), and objects past it are copied from the primary anyway.
+async fn shape_overlap<I: IoCtx>(
+    remote: &Image<I>,
+    local: &mut Image<I>,
+    snap: &SnapshotInfo,
+) -> Result<(), ReplayError> {
+    if local.head_overlap() == 0 {
+        return Ok(());
+    }
+    let header = remote_header(remote);
+    let want = cls_image::parent_overlap_get(remote.io(), &header, snap.id).await?;
+    match want {
+        Some(w) if w >= local.head_overlap() => {}
+        Some(w) if w > 0 => local.resize(w).await?,
+        _ => local.unlink_parent().await?,
     }
     Ok(())
 }

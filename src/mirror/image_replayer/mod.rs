@@ -25,6 +25,7 @@
 mod bootstrap;
 mod control;
 mod image_sync;
+mod parent;
 mod prefix;
 mod replay;
 mod status;
@@ -122,6 +123,9 @@ pub enum ReplayError {
     SyncPointLost(String),
     #[error("lost the local image's exclusive lock")]
     LockLost,
+    /// A clone waits for its parent's replica (or the parent snapshot) to exist here.
+    #[error("waiting for {0}")]
+    WaitingForParent(String),
     #[error(transparent)]
     Journal(JournalError),
     #[error(transparent)]
@@ -148,7 +152,9 @@ impl From<crate::rados::RadosError> for ReplayError {
 impl ReplayError {
     pub fn is_transient(&self) -> bool {
         match self {
-            ReplayError::SyncPointLost(_) | ReplayError::LockLost => true,
+            ReplayError::SyncPointLost(_)
+            | ReplayError::LockLost
+            | ReplayError::WaitingForParent(_) => true,
             ReplayError::Journal(e) => e.is_transient(),
             ReplayError::Rbd(e) => e.is_transient(),
             ReplayError::Cls(e) => e.is_transient(),
@@ -165,6 +171,7 @@ impl ReplayError {
             ReplayError::Unsupported(_) => "unsupported",
             ReplayError::SyncPointLost(_) => "sync_point_lost",
             ReplayError::LockLost => "lock_lost",
+            ReplayError::WaitingForParent(_) => "waiting_for_parent",
             ReplayError::Journal(e) => e.code(),
             ReplayError::Rbd(e) => e.code(),
             ReplayError::Cls(e) => e.code(),

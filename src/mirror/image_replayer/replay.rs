@@ -405,8 +405,7 @@ async fn apply_op<I: IoCtx>(image: &mut Image<I>, op: Event) -> Result<(), RbdEr
         Event::UpdateFeatures {
             features, enabled, ..
         } => image.update_features(features, enabled).await,
-        // No parent: clones are not mirrored yet, so there is nothing to flatten.
-        Event::Flatten { .. } => Ok(()),
+        Event::Flatten { .. } => image.flatten().await,
         Event::SnapRollback { snap_name, .. } => Err(RbdError::Unsupported(format!(
             "snapshot rollback to {snap_name}"
         ))),

@@ -11,6 +11,7 @@ mod journal;
 mod lock;
 mod rbd_dir;
 mod rbd_id;
+mod rbd_clone;
 mod rbd_image;
 mod rbd_leader;
 mod rbd_mirror;
@@ -49,6 +50,7 @@ impl ClsRegistry {
         }
         rbd_id::register(&mut r);
         rbd_image::register(&mut r);
+        rbd_clone::register(&mut r);
         rbd_mirror::register(&mut r);
         rbd_leader::register(&mut r);
         rbd_dir::register(&mut r);

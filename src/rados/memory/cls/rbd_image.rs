@@ -15,7 +15,7 @@ use crate::format::image::{
     CEPH_NOSNAP, CreateInput, GetFeaturesInput, GetFeaturesOutput, GetSizeOutput,
     ObjectMapResizeInput, ObjectMapUpdateInput, ProtectionStatus, SetFeaturesInput, SetFlagsInput,
     SetProtectionStatusInput, SnapContext, SnapshotAddInput, SnapshotInfo, SnapshotNamespace,
-    SnapshotRecord, SnapshotRenameInput, StripeUnitCount, features, keys,
+    SnapshotRecord, SnapshotRenameInput, StripeUnitCount, features, keys, op_features,
 };
 use crate::format::object_map::{ObjectMap, ObjectState};
 use crate::format::{Decode, Encode};
@@ -35,8 +35,6 @@ const FEATURES_MUTABLE: u64 = features::EXCLUSIVE_LOCK
 const FEATURES_DISABLE_ONLY: u64 = features::DEEP_FLATTEN;
 const FEATURES_INCOMPATIBLE: u64 =
     features::LAYERING | features::STRIPINGV2 | features::DATA_POOL | features::DIRTY_CACHE;
-/// Op feature recorded while trashed snapshots exist.
-const OP_FEATURE_SNAP_TRASH: u64 = 1 << 3;
 const OP_FEATURES: &str = "op_features";
 const STRIPE_UNIT: &str = "stripe_unit";
 const STRIPE_COUNT: &str = "stripe_count";
@@ -102,7 +100,7 @@ pub(super) fn get_key<T: Decode>(ctx: &ClsContext<'_>, key: &str) -> Result<T> {
 }
 
 /// A key's value, or `default` when the key or the object is missing.
-fn get_or<T: Decode>(ctx: &ClsContext<'_>, key: &str, default: T) -> Result<T> {
+pub(super) fn get_or<T: Decode>(ctx: &ClsContext<'_>, key: &str, default: T) -> Result<T> {
     match get_key(ctx, key) {
         Err(Errno::ENOENT) => Ok(default),
         other => other,
@@ -161,16 +159,16 @@ fn create(ctx: &mut ClsContext<'_>, inp: Bytes) -> Result<Bytes> {
     Ok(Bytes::new())
 }
 
-fn snap(ctx: &ClsContext<'_>, id: u64) -> Result<SnapshotRecord> {
+pub(super) fn snap(ctx: &ClsContext<'_>, id: u64) -> Result<SnapshotRecord> {
     get_key(ctx, &keys::snapshot(id))
 }
 
-fn put_snap(ctx: &mut ClsContext<'_>, s: &SnapshotRecord) {
+pub(super) fn put_snap(ctx: &mut ClsContext<'_>, s: &SnapshotRecord) {
     put_key(ctx, &keys::snapshot(s.id), s);
 }
 
 /// Every snapshot, oldest id first.
-fn snaps(ctx: &ClsContext<'_>) -> Result<Vec<SnapshotRecord>> {
+pub(super) fn snaps(ctx: &ClsContext<'_>) -> Result<Vec<SnapshotRecord>> {
     ctx.omap_range("", keys::SNAPSHOT_PREFIX, usize::MAX)?
         .into_values()
         .map(|v| SnapshotRecord::from_bytes(v).map_err(|_| Errno::EIO))
@@ -190,8 +188,16 @@ fn get_size(ctx: &mut ClsContext<'_>, inp: Bytes) -> Result<Bytes> {
 
 fn set_size(ctx: &mut ClsContext<'_>, inp: Bytes) -> Result<Bytes> {
     let size: u64 = input(inp)?;
-    get_key::<u64>(ctx, keys::SIZE)?;
+    let orig: u64 = get_key(ctx, keys::SIZE)?;
     put_key(ctx, keys::SIZE, &size);
+    // A shrink shrinks the clone's overlap with it.
+    if size < orig
+        && let Some(mut parent) = super::rbd_clone::parent(ctx)?
+        && parent.head_overlap.is_some_and(|o| o > size)
+    {
+        parent.head_overlap = Some(size);
+        put_key(ctx, keys::PARENT, &parent);
+    }
     Ok(Bytes::new())
 }
 
@@ -317,7 +323,8 @@ fn snapshot_add(ctx: &mut ClsContext<'_>, inp: Bytes) -> Result<Bytes> {
         snapshot_namespace,
         timestamp: utime_now(ctx),
         child_count: 0,
-        parent_overlap: None,
+        // The snapshot keeps reading through the parent as far as the head does now.
+        parent_overlap: super::rbd_clone::parent(ctx)?.and_then(|p| p.head_overlap),
     };
     put_key(ctx, keys::SNAP_SEQ, &snap_id);
     put_snap(ctx, &record);
@@ -330,7 +337,7 @@ fn op_features(ctx: &ClsContext<'_>) -> Result<u64> {
 
 /// Sets the op feature bits of `mask` to their value in `op`, keeping the OPERATIONS
 /// feature bit set exactly while some op feature is.
-fn set_op_features(ctx: &mut ClsContext<'_>, op: u64, mask: u64) -> Result<()> {
+pub(super) fn set_op_features(ctx: &mut ClsContext<'_>, op: u64, mask: u64) -> Result<()> {
     let feats: u64 = get_key(ctx, keys::FEATURES)?;
     let orig = op_features(ctx)?;
     let new = (orig & !mask) | (op & mask);
@@ -353,13 +360,27 @@ fn snapshot_remove(ctx: &mut ClsContext<'_>, inp: Bytes) -> Result<Bytes> {
     if s.protection_status != ProtectionStatus::Unprotected || s.child_count > 0 {
         return Err(Errno::EBUSY);
     }
-    let trash_left = snaps(ctx)?.iter().any(|o| {
-        o.id != snap_id && matches!(o.snapshot_namespace, SnapshotNamespace::Trash { .. })
-    });
-    if !trash_left {
-        set_op_features(ctx, 0, OP_FEATURE_SNAP_TRASH)?;
-    }
+    let others: Vec<SnapshotRecord> = snaps(ctx)?.into_iter().filter(|o| o.id != snap_id).collect();
+    let trash_left = (others.iter()).any(|o| matches!(o.snapshot_namespace, SnapshotNamespace::Trash { .. }));
+    let child_snaps = others.iter().any(|o| o.parent_overlap.is_some());
     ctx.omap_remove(&keys::snapshot(snap_id))?;
+    let head_child = match super::rbd_clone::parent(ctx)? {
+        Some(p) if p.head_overlap.is_none() && !child_snaps => {
+            // Only this snapshot still read through the parent.
+            ctx.omap_remove(keys::PARENT)?;
+            false
+        }
+        Some(p) => p.head_overlap.is_some(),
+        None => false,
+    };
+    let mut mask = 0;
+    if !child_snaps && !head_child {
+        mask |= op_features::CLONE_CHILD;
+    }
+    if !trash_left {
+        mask |= op_features::SNAP_TRASH;
+    }
+    set_op_features(ctx, 0, mask)?;
     Ok(Bytes::new())
 }
 
@@ -385,7 +406,7 @@ fn snapshot_rename(ctx: &mut ClsContext<'_>, inp: Bytes) -> Result<Bytes> {
 
 fn snapshot_trash_add(ctx: &mut ClsContext<'_>, inp: Bytes) -> Result<Bytes> {
     let mut s = snap(ctx, input(inp)?)?;
-    set_op_features(ctx, OP_FEATURE_SNAP_TRASH, OP_FEATURE_SNAP_TRASH)?;
+    set_op_features(ctx, op_features::SNAP_TRASH, op_features::SNAP_TRASH)?;
     if matches!(s.snapshot_namespace, SnapshotNamespace::Trash { .. }) {
         return Err(Errno::EEXIST);
     }
@@ -419,7 +440,7 @@ fn set_protection_status(ctx: &mut ClsContext<'_>, inp: Bytes) -> Result<Bytes> 
 
 /// `ENOEXEC` unless the header has `feature` (a header without features has none);
 /// `ENOENT` when there is no header at all.
-fn require_feature(ctx: &ClsContext<'_>, feature: u64) -> Result<()> {
+pub(super) fn require_feature(ctx: &ClsContext<'_>, feature: u64) -> Result<()> {
     ctx.size()?;
     if get_or(ctx, keys::FEATURES, 0u64)? & feature != feature {
         return Err(Errno::ENOEXEC);
