@@ -55,6 +55,9 @@ run scripts/bench --quick
 run scripts/daemon-check
 # Renames, trash moves and restores, removals while the daemon is down, omap hygiene.
 run scripts/image-kinds
+# Clones (v1, v2, another pool, synced and replayed), a parent snapshot in the trash and
+# out again, flatten.
+run scripts/clone-check
 # Hostile bytes (a bad CRC in a journal, an undecodable rbd_mirroring record) fail only
 # their image or pool; no cephx key in logs, admin socket, metrics or status output.
 run scripts/hostile-check

@@ -9,21 +9,24 @@ use std::time::Duration;
 use bytes::Bytes;
 use rbd_relay::cls;
 use rbd_relay::config::Settings;
-use rbd_relay::demo::primary::PrimaryImage;
+use rbd_relay::demo::primary::{Op, PrimaryImage};
 use rbd_relay::demo::{MemoryConnector, POOL, TwoSites, notify_image_updated};
 use rbd_relay::format::Decode;
 use rbd_relay::format::Encode;
 use rbd_relay::format::client_data::{ClientData, TagData};
 use rbd_relay::format::entry::Entry;
-use rbd_relay::format::image::{ParentInfo, keys};
+use rbd_relay::format::image::ParentImageSpec;
 use rbd_relay::format::journal::data_oid;
-use rbd_relay::format::mirror::{MirrorImageState, MirrorImageStatusState, MirrorMode};
-use rbd_relay::mirror::registry::{ImageView, ReplayState};
+use rbd_relay::format::mirror::{
+    MirrorImage, MirrorImageState, MirrorImageStatusState, MirrorMode,
+};
+use rbd_relay::mirror::registry::ImageView;
 use rbd_relay::mirror::{self, Connector, Env, PeerSite};
 use rbd_relay::rados::faults::{Faults, FaultyRados};
 use rbd_relay::rados::memory::MemoryRados;
 use rbd_relay::rados::{IoCtx, Rados, RadosResult};
-use rbd_relay::rbd::Image;
+use rbd_relay::rados::memory::MemoryIoCtx;
+use rbd_relay::rbd::{CloneOf, Image};
 use tokio_util::sync::CancellationToken;
 
 #[allow(dead_code)] // each test crate uses part of the shared support
@@ -368,37 +371,99 @@ async fn wait_for_view(daemon: &sites::Daemon, pred: impl Fn(&ImageView) -> bool
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clone_is_refused_with_its_parent_named() {
-    let sites = TwoSites::new(MirrorMode::Image).await.unwrap();
-    let child = primary(&sites, "child").await;
-    // The link `rbd clone` leaves in the child's header: reads of what the child never
-    // wrote go to image "parentid" at snapshot 4 of pool 7.
-    let parent = ParentInfo {
-        pool_id: 7,
-        pool_namespace: String::new(),
-        image_id: "parentid".into(),
-        snap_id: 4,
-        head_overlap: Some(32 << 20),
+/// A primary clone of `parent`'s snapshot `snap` (its id on site-a), mirror-enabled.
+async fn clone_of(
+    sites: &TwoSites,
+    parent: &PrimaryImage<MemoryIoCtx>,
+    snap: u64,
+    name: &str,
+) -> PrimaryImage<MemoryIoCtx> {
+    let a = sites.site_a.connect();
+    let io = a.ioctx(POOL).await.unwrap();
+    let global = uuid::Uuid::new_v4().to_string();
+    let link = CloneOf {
+        parent: ParentImageSpec {
+            pool_id: io.pool_id(),
+            pool_namespace: String::new(),
+            image_id: parent.id().to_string(),
+            snap_id: snap,
+        },
+        overlap: 32 << 20,
     };
-    let io_a = sites.site_a.connect().ioctx(POOL).await.unwrap();
-    let header = rbd_relay::format::image::oids::header(child.id());
-    let kv = [(keys::PARENT.to_string(), parent.to_bytes())].into();
-    io_a.omap_set(&header, kv).await.unwrap();
-    let mut plain = primary(&sites, "plain").await;
+    let img = PrimaryImage::create_clone(&a, io.clone(), name, &global, (40 << 20, 20), link)
+        .await
+        .unwrap();
+    notify_image_updated(&io, img.id(), &global, MirrorImageState::Enabled)
+        .await
+        .unwrap();
+    img
+}
+
+/// A snapshot `name` of the primary image, returning its id.
+async fn snapshot(img: &PrimaryImage<MemoryIoCtx>, name: &str) -> u64 {
+    let mut w = img.writer().await;
+    w.op(Op::SnapCreate(name.into())).await.unwrap();
+    let user = rbd_relay::format::image::SnapshotNamespace::User;
+    w.image.snapshot_by_name(name, &user).unwrap().id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_replicates_as_a_clone_of_the_parents_copy() {
+    let sites = TwoSites::new(MirrorMode::Image).await.unwrap();
+    let mut parent = primary(&sites, "parent").await;
+    workload(&mut parent, 1, 60).await;
+    let gold = snapshot(&parent, "gold").await;
+    workload(&mut parent, 2, 40).await; // after the snapshot: the clone must not see it
+    let mut child = clone_of(&sites, &parent, gold, "child").await;
+    workload(&mut child, 3, 40).await; // copy-ups on the primary, before any daemon
     let daemon = start(&sites);
-    // Refused before a local image exists, so the daemon's own view (`rbd-relay status`,
-    // the log) carries the reason: site-b has no image to hang a status on.
-    let why = wait_for_view(&daemon, |v| v.state == ReplayState::Error).await;
-    assert!(
-        why.contains("image 'child' is a clone of pool 7 namespace '' image parentid snapshot 4"),
-        "{why}"
-    );
-    // Nothing of the child was created on site-b; other images replicate.
+    workload(&mut child, 4, 80).await; // replayed: copy-ups on site-b
+    wait_equal(&sites, "parent").await;
+    wait_equal(&sites, "child").await;
+    let io_b = sites.site_b.connect().ioctx(POOL).await.unwrap();
+    let parent_b = Image::open_by_name(io_b.clone(), "parent").await.unwrap();
+    let child_b = Image::open_by_name(io_b, "child").await.unwrap();
+    let link = child_b.parent().expect("the copy is a clone");
+    assert_eq!(link.image_id, parent_b.id());
+    let snap_b = parent_b.snapshots().iter().find(|s| s.id == link.snap_id).unwrap();
+    assert_eq!(snap_b.name, "gold");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_waits_for_its_parent_to_be_mirrored() {
+    let sites = TwoSites::new(MirrorMode::Image).await.unwrap();
+    // A parent that is not mirrored: its clone cannot be copied (it would lack the
+    // parent's data) and says what it waits for.
+    let a = sites.site_a.connect();
+    let io = a.ioctx(POOL).await.unwrap();
+    let global = uuid::Uuid::new_v4().to_string();
+    let mut parent = PrimaryImage::create(&a, io.clone(), "parent", &global, 32 << 20, 20)
+        .await
+        .unwrap();
+    let entry = cls::mirror::image_get(&io, parent.id()).await.unwrap();
+    let disabling = MirrorImage {
+        state: MirrorImageState::Disabling,
+        ..entry.clone()
+    };
+    cls::mirror::image_set(&io, parent.id(), &disabling).await.unwrap();
+    cls::mirror::image_remove(&io, parent.id()).await.unwrap();
+    workload(&mut parent, 5, 40).await;
+    let gold = snapshot(&parent, "gold").await;
+    let mut child = clone_of(&sites, &parent, gold, "child").await;
+    workload(&mut child, 6, 40).await;
+    let daemon = start(&sites);
+    let why = wait_for_view(&daemon, |v| v.description.contains("waiting for parent")).await;
+    assert!(why.contains("parent rbd/") && why.contains("is not mirrored"), "{why}");
     let io_b = sites.site_b.connect().ioctx(POOL).await.unwrap();
     assert!(Image::open_by_name(io_b, "child").await.is_err());
-    workload(&mut plain, 5, 50).await;
-    wait_equal(&sites, "plain").await;
+    // Mirrored now: the parent is copied, then the clone.
+    cls::mirror::image_set(&io, parent.id(), &entry).await.unwrap();
+    notify_image_updated(&io, parent.id(), &global, MirrorImageState::Enabled)
+        .await
+        .unwrap();
+    wait_equal(&sites, "parent").await;
+    wait_equal(&sites, "child").await;
     daemon.stop().await;
 }
 

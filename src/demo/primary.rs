@@ -17,7 +17,7 @@ use crate::journal::JournalError;
 use crate::journal::position::CommitPosition;
 use crate::journal::writer::JournalWriter;
 use crate::rados::{Fence, IoCtx, Rados};
-use crate::rbd::{self, Image, IoOp, LockState, NonPrimarySpec, RbdError};
+use crate::rbd::{self, CloneOf, Image, IoOp, LockState, NonPrimarySpec, RbdError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrimaryError {
@@ -61,8 +61,31 @@ impl<I: IoCtx> PrimaryImage<I> {
         size: u64,
         order: u8,
     ) -> Result<Self, PrimaryError> {
-        let writer =
-            Writer::create(Arc::new(rados.clone()), io, name, global_id, size, order).await?;
+        Self::create_with(rados, io, name, global_id, (size, order), None).await
+    }
+
+    /// Like [`Self::create`], a clone of a snapshot of another image of this site.
+    pub async fn create_clone<R: Rados<IoCtx = I>>(
+        rados: &R,
+        io: I,
+        name: &str,
+        global_id: &str,
+        (size, order): (u64, u8),
+        parent: CloneOf,
+    ) -> Result<Self, PrimaryError> {
+        Self::create_with(rados, io, name, global_id, (size, order), Some(parent)).await
+    }
+
+    async fn create_with<R: Rados<IoCtx = I>>(
+        rados: &R,
+        io: I,
+        name: &str,
+        global_id: &str,
+        (size, order): (u64, u8),
+        parent: Option<CloneOf>,
+    ) -> Result<Self, PrimaryError> {
+        let fence = Arc::new(rados.clone());
+        let writer = Writer::create(fence, io, name, global_id, (size, order), parent).await?;
         let id = writer.image.id().to_string();
         let mut state = writer.image.lock_state();
         let writer = Arc::new(Mutex::new(writer));
@@ -104,8 +127,8 @@ impl<I: IoCtx> Writer<I> {
         io: I,
         name: &str,
         global_id: &str,
-        size: u64,
-        order: u8,
+        (size, order): (u64, u8),
+        parent: Option<CloneOf>,
     ) -> Result<Self, PrimaryError> {
         let spec = NonPrimarySpec {
             name: name.into(),
@@ -120,7 +143,7 @@ impl<I: IoCtx> Writer<I> {
             // "" owns the first tag: this site is primary.
             primary_mirror_uuid: String::new(),
             data_pool: None,
-            parent: None,
+            parent,
         };
         let id = rbd::create_non_primary(&io, &spec).await?;
         let mut image = Image::open(io.clone(), &id).await?;

@@ -15,6 +15,8 @@
 //!   parent's data again.
 //! - FLATTEN: every object of the overlap copied up, then `parent_detach`; once no snapshot
 //!   reads through the parent either, the parent snapshot forgets this child.
+//! - A parent snapshot removed while clones read it sits in the trash namespace; the last
+//!   clone to leave it (flatten, removal) purges it.
 //!
 //! The parent is opened on first use and kept until a refresh finds another link.
 
@@ -26,10 +28,10 @@ use super::object_map::Effect;
 use super::{Image, RbdError};
 use crate::cls::image as cls_image;
 use crate::format::image::{
-    ChildImageSpec, ObjectMapUpdateInput, ParentInfo, features, oids,
+    ChildImageSpec, ObjectMapUpdateInput, ParentInfo, SnapshotNamespace, features, oids,
 };
 use crate::format::object_map::ObjectState;
-use crate::rados::{IoCtx, NOSNAP, ReadOp, SnapContext, WriteOp};
+use crate::rados::{Errno, IoCtx, NOSNAP, ReadOp, SnapContext, WriteOp};
 
 /// How many objects a flatten copies up at once.
 const FLATTEN_IN_FLIGHT: usize = 16;
@@ -281,7 +283,42 @@ pub(super) async fn detach_child<I: IoCtx>(
         .with_namespace(&link.pool_namespace);
     let header = oids::header(&link.image_id);
     match cls_image::child_detach(&parent_io, &header, link.snap_id, &child).await {
-        Err(e) if e.is_not_found() => Ok(()),
-        other => other.map_err(RbdError::from),
+        Err(e) if e.is_not_found() => {}
+        other => other?,
+    }
+    match Image::open(parent_io, &link.image_id).await {
+        Ok(parent) => parent.purge_trashed(link.snap_id).await,
+        Err(RbdError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl<I: IoCtx> Image<I> {
+    /// Removes snapshot `snap_id` if it is in the trash with no clone left, as librbd's
+    /// child detach does, and without the image's lock as librbd's does (the primary does
+    /// not journal it: the replica's last clone leaving is what tells us). The holder of
+    /// the lock is told to refresh.
+    async fn purge_trashed(&self, snap_id: u64) -> Result<(), RbdError> {
+        let Some(snap) = self.header.snapshots.iter().find(|s| s.id == snap_id) else {
+            return Ok(());
+        };
+        if !matches!(snap.snapshot_namespace, SnapshotNamespace::Trash { .. })
+            || self.child_count(snap_id).await? > 0
+        {
+            return Ok(());
+        }
+        tracing::info!(image = %self.id, snapshot = %snap.name, "purging a trashed snapshot its last clone left");
+        match self.io.remove(&self.map_oid(Some(snap_id))).await {
+            Err(e) if !e.is_not_found() => return Err(e.into()),
+            _ => {}
+        }
+        match cls_image::snapshot_remove(&self.io, &self.header_oid, snap_id).await {
+            Err(e) if e.is_not_found() => {}
+            Err(e) if e.is(Errno::EBUSY) => return Ok(()), // a clone attached meanwhile
+            other => other?,
+        }
+        self.data_io.selfmanaged_snap_remove(snap_id).await?;
+        self.notify_header_update().await;
+        Ok(())
     }
 }

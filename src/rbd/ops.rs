@@ -98,9 +98,9 @@ impl<I: IoCtx> Image<I> {
         if status != ProtectionStatus::Unprotected {
             return Err(RbdError::Invalid(format!("snapshot {name} is protected")));
         }
-        // Children attach from their own images: the cached count may be stale.
-        let now = cls_image::snapshot_get(&self.io, &self.header_oid, snap.id).await?;
-        if now.child_count > 0 {
+        // Children attach from their own images: the cached count may be stale. A trashed
+        // snapshot that clones still read stays; the last one's detach purges it.
+        if self.child_count(snap.id).await? > 0 {
             if !trashed {
                 match cls_image::snapshot_trash_add(&self.io, &self.header_oid, snap.id).await {
                     Err(e) if e.is(Errno::EEXIST) => {}
@@ -124,6 +124,14 @@ impl<I: IoCtx> Image<I> {
         }
         self.data_io.selfmanaged_snap_remove(snap.id).await?;
         self.changed().await
+    }
+
+    pub(super) async fn child_count(&self, snap_id: u64) -> Result<u32, RbdError> {
+        match cls_image::snapshot_get(&self.io, &self.header_oid, snap_id).await {
+            Ok(s) => Ok(s.child_count),
+            Err(e) if e.is_not_found() => Ok(0),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Renames a user snapshot.

@@ -390,8 +390,8 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
                     self.metrics
                         .split_brain(matches!(e, ReplayError::SplitBrain));
                     let reason = e.to_string();
-                    // Parked images wake on every change of the primary (a refused clone
-                    // under a workload: each commit); the same failure is logged once.
+                    // Parked images wake on every change of the primary (under a workload:
+                    // each commit); the same failure is logged once.
                     if self.view.state == ReplayState::Error && self.view.description == reason {
                         tracing::debug!(image = %self.view.name, %e, "image replay failed again");
                     } else {
