@@ -14,7 +14,7 @@
 //!         socket: a stop stores the commit position of everything applied):
 //!    READ_POSITION: our mirror client's commit position --(none, syncing,
 //!      |            disconnected)--> Err(Cannot)
-//!    CHECK_HOLD: the hold's start size --(no hold, minimum set > 0)--> Err(Cannot)
+//!    CHECK_HOLD: the hold's start size --(no hold, minimum set > 0, a clone)--> Err(Cannot)
 //!    REFERENCE: a fresh image on the embedded backend, the primary's geometry, the start
 //!      |        size; the journal from its start up to the position replayed into it
 //!      |        (`replay_prefix`: the daemon's reader and replay)
@@ -158,6 +158,16 @@ pub async fn check<R: IoCtx, L: IoCtx>(pair: &Pair<'_, R, L>) -> Result<Report, 
         )));
     };
     untrimmed(pair.remote_io, &header).await?;
+    let image_header = crate::format::image::oids::header(pair.remote_image_id);
+    if cls::image::parent_get(pair.remote_io, &image_header)
+        .await?
+        .is_some()
+    {
+        return Err(CheckError::Cannot(
+            "the image is a clone: its state at the journal's start is its parent's data,              which the reference (zeros) cannot start from"
+                .into(),
+        ));
+    }
     // REFERENCE
     let cluster = MemoryCluster::default();
     cluster.create_pool("reference")?;

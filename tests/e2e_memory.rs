@@ -23,9 +23,9 @@ use rbd_relay::format::mirror::{
 use rbd_relay::mirror::registry::ImageView;
 use rbd_relay::mirror::{self, Connector, Env, PeerSite};
 use rbd_relay::rados::faults::{Faults, FaultyRados};
+use rbd_relay::rados::memory::MemoryIoCtx;
 use rbd_relay::rados::memory::MemoryRados;
 use rbd_relay::rados::{IoCtx, Rados, RadosResult};
-use rbd_relay::rados::memory::MemoryIoCtx;
 use rbd_relay::rbd::{CloneOf, Image};
 use tokio_util::sync::CancellationToken;
 
@@ -33,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 mod sites;
 
 use sites::{
-    DEADLINE, FaultyPeer, logs, mirrored_namespace, primary, start, status_in, wait_equal,
-    wait_equal_in, workload,
+    DEADLINE, FaultyPeer, logs, mirrored_namespace, primary, primary_with, start, status_in,
+    wait_equal, wait_equal_in, workload,
 };
 
 async fn wait_status(sites: &TwoSites, name: &str, state: MirrorImageStatusState) -> String {
@@ -378,9 +378,7 @@ async fn clone_of(
     snap: u64,
     name: &str,
 ) -> PrimaryImage<MemoryIoCtx> {
-    let a = sites.site_a.connect();
-    let io = a.ioctx(POOL).await.unwrap();
-    let global = uuid::Uuid::new_v4().to_string();
+    let io = sites.site_a.connect().ioctx(POOL).await.unwrap();
     let link = CloneOf {
         parent: ParentImageSpec {
             pool_id: io.pool_id(),
@@ -390,13 +388,7 @@ async fn clone_of(
         },
         overlap: 32 << 20,
     };
-    let img = PrimaryImage::create_clone(&a, io.clone(), name, &global, (40 << 20, 20), link)
-        .await
-        .unwrap();
-    notify_image_updated(&io, img.id(), &global, MirrorImageState::Enabled)
-        .await
-        .unwrap();
-    img
+    primary_with(sites, name, 40 << 20, Some(link)).await
 }
 
 /// A snapshot `name` of the primary image, returning its id.
@@ -425,7 +417,11 @@ async fn a_clone_replicates_as_a_clone_of_the_parents_copy() {
     let child_b = Image::open_by_name(io_b, "child").await.unwrap();
     let link = child_b.parent().expect("the copy is a clone");
     assert_eq!(link.image_id, parent_b.id());
-    let snap_b = parent_b.snapshots().iter().find(|s| s.id == link.snap_id).unwrap();
+    let snap_b = parent_b
+        .snapshots()
+        .iter()
+        .find(|s| s.id == link.snap_id)
+        .unwrap();
     assert_eq!(snap_b.name, "gold");
     daemon.stop().await;
 }
@@ -446,7 +442,9 @@ async fn a_clone_waits_for_its_parent_to_be_mirrored() {
         state: MirrorImageState::Disabling,
         ..entry.clone()
     };
-    cls::mirror::image_set(&io, parent.id(), &disabling).await.unwrap();
+    cls::mirror::image_set(&io, parent.id(), &disabling)
+        .await
+        .unwrap();
     cls::mirror::image_remove(&io, parent.id()).await.unwrap();
     workload(&mut parent, 5, 40).await;
     let gold = snapshot(&parent, "gold").await;
@@ -454,11 +452,16 @@ async fn a_clone_waits_for_its_parent_to_be_mirrored() {
     workload(&mut child, 6, 40).await;
     let daemon = start(&sites);
     let why = wait_for_view(&daemon, |v| v.description.contains("waiting for parent")).await;
-    assert!(why.contains("parent rbd/") && why.contains("is not mirrored"), "{why}");
+    assert!(
+        why.contains("parent rbd/") && why.contains("is not mirrored"),
+        "{why}"
+    );
     let io_b = sites.site_b.connect().ioctx(POOL).await.unwrap();
     assert!(Image::open_by_name(io_b, "child").await.is_err());
     // Mirrored now: the parent is copied, then the clone.
-    cls::mirror::image_set(&io, parent.id(), &entry).await.unwrap();
+    cls::mirror::image_set(&io, parent.id(), &entry)
+        .await
+        .unwrap();
     notify_image_updated(&io, parent.id(), &global, MirrorImageState::Enabled)
         .await
         .unwrap();

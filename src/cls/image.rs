@@ -14,13 +14,13 @@ use super::{
     unexpected_reply, write,
 };
 use crate::format::image::{
+    ChildAttachInput, ChildImageSpec, ObjectMapResizeInput, ObjectMapUpdateInput,
+    OpFeaturesSetInput, ParentAttachInput, ParentImageSpec, ParentInfo, keys,
+};
+use crate::format::image::{
     CreateInput, GetFeaturesInput, GetFeaturesOutput, GetSizeOutput, ProtectionStatus,
     SetFeaturesInput, SetFlagsInput, SetProtectionStatusInput, SnapContext, SnapshotAddInput,
     SnapshotInfo, SnapshotNamespace, SnapshotRenameInput, StripeUnitCount,
-};
-use crate::format::image::{
-    ChildAttachInput, ChildImageSpec, ObjectMapResizeInput, ObjectMapUpdateInput,
-    OpFeaturesSetInput, ParentAttachInput, ParentImageSpec, ParentInfo, keys,
 };
 use crate::format::object_map::ObjectMap;
 use crate::rados::{Errno, IoCtx, NOSNAP, ReadOp, ReadResult, SnapId, WriteOp};
@@ -316,11 +316,7 @@ pub async fn child_attach<I: IoCtx>(
     snap: SnapId,
     child: &ChildImageSpec,
 ) -> ClsResult<()> {
-    let input = ChildAttachInput {
-        snap_id: snap,
-        child: child.clone(),
-    };
-    write(io, parent_oid, CLASS, "child_attach", enc(&input)).await
+    child_op(io, parent_oid, "child_attach", snap, child).await
 }
 
 /// Forgets a clone-v2 child on its parent's snapshot; `ENOENT` when it is not recorded.
@@ -330,11 +326,21 @@ pub async fn child_detach<I: IoCtx>(
     snap: SnapId,
     child: &ChildImageSpec,
 ) -> ClsResult<()> {
+    child_op(io, parent_oid, "child_detach", snap, child).await
+}
+
+async fn child_op<I: IoCtx>(
+    io: &I,
+    parent_oid: &str,
+    method: &'static str,
+    snap: SnapId,
+    child: &ChildImageSpec,
+) -> ClsResult<()> {
     let input = ChildAttachInput {
         snap_id: snap,
         child: child.clone(),
     };
-    write(io, parent_oid, CLASS, "child_detach", enc(&input)).await
+    write(io, parent_oid, CLASS, method, enc(&input)).await
 }
 
 /// The clone-v2 children of a snapshot; empty when it has none.

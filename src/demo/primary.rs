@@ -64,19 +64,8 @@ impl<I: IoCtx> PrimaryImage<I> {
         Self::create_with(rados, io, name, global_id, (size, order), None).await
     }
 
-    /// Like [`Self::create`], a clone of a snapshot of another image of this site.
-    pub async fn create_clone<R: Rados<IoCtx = I>>(
-        rados: &R,
-        io: I,
-        name: &str,
-        global_id: &str,
-        (size, order): (u64, u8),
-        parent: CloneOf,
-    ) -> Result<Self, PrimaryError> {
-        Self::create_with(rados, io, name, global_id, (size, order), Some(parent)).await
-    }
-
-    async fn create_with<R: Rados<IoCtx = I>>(
+    /// Like [`Self::create`]; with `parent`, a clone of a snapshot of another image here.
+    pub async fn create_with<R: Rados<IoCtx = I>>(
         rados: &R,
         io: I,
         name: &str,

@@ -409,7 +409,11 @@ impl Decode for ChildImageSpec {
         let b = &mut f.body;
         let pool_id = b.get()?;
         let image_id = b.get()?;
-        let pool_namespace = if f.version >= 2 { b.get()? } else { String::new() };
+        let pool_namespace = if f.version >= 2 {
+            b.get()?
+        } else {
+            String::new()
+        };
         Ok(ChildImageSpec {
             pool_id,
             pool_namespace,

@@ -189,8 +189,7 @@ impl<I: IoCtx> Image<I> {
                 new_state: ObjectState::Exists.raw(),
                 expected_current_state: Some(ObjectState::Nonexistent.raw()),
             };
-            match cls_image::object_map_update(&self.io, &self.map_oid(Some(s.id)), &update).await
-            {
+            match cls_image::object_map_update(&self.io, &self.map_oid(Some(s.id)), &update).await {
                 Err(e) if e.is_not_found() => {} // a snapshot without a map
                 other => other?,
             }
@@ -205,7 +204,8 @@ impl<I: IoCtx> Image<I> {
             let objects: Vec<u64> = (0..self.object_count())
                 .filter(|&o| self.in_overlap(o))
                 .collect();
-            let effects: Vec<(u64, Effect)> = objects.iter().map(|&o| (o, Effect::Writes)).collect();
+            let effects: Vec<(u64, Effect)> =
+                objects.iter().map(|&o| (o, Effect::Writes)).collect();
             let known: Vec<Option<bool>> = objects.iter().map(|&o| self.copyup_needed(o)).collect();
             self.object_map_pre(&effects).await?;
             let this = &*self;

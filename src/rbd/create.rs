@@ -208,19 +208,29 @@ async fn attach_parent<I: IoCtx>(
                     == (p.pool_id, &p.pool_namespace, &p.image_id, p.snap_id)
             });
             if !same {
-                return Err(RbdError::Exists(format!("image {id} with another parent ({linked:?})")));
+                return Err(RbdError::Exists(format!(
+                    "image {id} with another parent ({linked:?})"
+                )));
             }
         }
         other => other?,
     }
-    cls_image::op_features_set(io, header, op_features::CLONE_CHILD, op_features::CLONE_CHILD)
-        .await?;
+    cls_image::op_features_set(
+        io,
+        header,
+        op_features::CLONE_CHILD,
+        op_features::CLONE_CHILD,
+    )
+    .await?;
     let child = ChildImageSpec {
         pool_id: io.pool_id(),
         pool_namespace: io.namespace().to_string(),
         image_id: id.to_string(),
     };
-    let parent_io = io.pool_by_id(p.pool_id).await?.with_namespace(&p.pool_namespace);
+    let parent_io = io
+        .pool_by_id(p.pool_id)
+        .await?
+        .with_namespace(&p.pool_namespace);
     match cls_image::child_attach(&parent_io, &oids::header(&p.image_id), p.snap_id, &child).await {
         Err(e) if e.is(Errno::EEXIST) => Ok(()),
         other => other.map_err(RbdError::from),

@@ -135,10 +135,12 @@ impl<I: IoCtx> Image<I> {
             )));
         }
         let parent = match head.parent {
-            Some(raw) => Some(ParentInfo::from_bytes(raw).map_err(|source| RbdError::Decode {
-                what: format!("{oid} parent"),
-                source,
-            })?),
+            Some(raw) => Some(
+                ParentInfo::from_bytes(raw).map_err(|source| RbdError::Decode {
+                    what: format!("{oid} parent"),
+                    source,
+                })?,
+            ),
             None => None,
         };
         let same_parent = |a: &ParentInfo, b: &ParentInfo| {

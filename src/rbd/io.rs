@@ -114,8 +114,10 @@ impl<I: IoCtx> Image<I> {
                 false => (p.object_no, effect(&p.steps)),
             })
             .collect();
-        let copyups: Vec<Option<bool>> =
-            plans.iter().map(|p| self.copyup_needed(p.object_no)).collect();
+        let copyups: Vec<Option<bool>> = plans
+            .iter()
+            .map(|p| self.copyup_needed(p.object_no))
+            .collect();
         self.object_map_pre(&effects).await?;
         let results: Vec<Result<(), RbdError>> = stream::iter(plans.into_iter().zip(copyups))
             .map(|(plan, copyup)| async move {

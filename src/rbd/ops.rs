@@ -88,7 +88,11 @@ impl<I: IoCtx> Image<I> {
         self.assert_locked().await?;
         let trashed = matches!(ns, SnapshotNamespace::Trash { .. });
         let found = match trashed {
-            true => self.header.snapshots.iter().find(|s| &s.snapshot_namespace == ns),
+            true => self
+                .header
+                .snapshots
+                .iter()
+                .find(|s| &s.snapshot_namespace == ns),
             false => self.snapshot_by_name(name, ns),
         };
         let Some(snap) = found.cloned() else {

@@ -9,7 +9,7 @@ use rbd_relay::cls::image as img;
 use rbd_relay::format::image::{
     CEPH_NOSNAP, ChildImageSpec, ParentImageSpec, ParentInfo, SnapshotNamespace, features as f,
 };
-use rbd_relay::rados::{Errno, IoCtx, NOSNAP, ReadOp, Rados, WriteOp};
+use rbd_relay::rados::{Errno, IoCtx, NOSNAP, Rados, ReadOp, WriteOp};
 
 use crate::cls_rbd_image::{MIB, header};
 use crate::cls_rbd_mirror::{Checks, r};
@@ -137,7 +137,9 @@ pub async fn image_clones<R: Rados>(_c: &R, io: &R::IoCtx) {
     img::parent_attach(io, &shallow, &parent_spec(4), MIB)
         .await
         .unwrap();
-    img::snapshot_add(io, &shallow, 3, "s", user()).await.unwrap();
+    img::snapshot_add(io, &shallow, 3, "s", user())
+        .await
+        .unwrap();
     c.eq(
         "detach (snapshots keep the parent)",
         r(img::parent_detach(io, &shallow).await),
@@ -158,11 +160,17 @@ pub async fn image_clones<R: Rados>(_c: &R, io: &R::IoCtx) {
         r(img::snapshot_remove(io, &shallow, 3).await),
         Ok(()),
     );
-    c.eq("link dropped", r(img::parent_get(io, &shallow).await), Ok(None));
+    c.eq(
+        "link dropped",
+        r(img::parent_get(io, &shallow).await),
+        Ok(None),
+    );
 
     // ---- the parent's side ----
     let parent = header(io, f::LAYERING).await;
-    img::snapshot_add(io, &parent, 4, "base", user()).await.unwrap();
+    img::snapshot_add(io, &parent, 4, "base", user())
+        .await
+        .unwrap();
     let kid = |id: &str| ChildImageSpec {
         pool_id: 7,
         pool_namespace: String::new(),

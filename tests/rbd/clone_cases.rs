@@ -24,7 +24,14 @@ async fn children<I: IoCtx>(io: &I, parent: &Image<I>, snap: u64) -> Vec<String>
 async fn whole<I: IoCtx>(image: &Image<I>, snap: Option<u64>) -> Vec<u8> {
     let size = match snap {
         None => image.size(),
-        Some(id) => image.snapshots().iter().find(|s| s.id == id).unwrap().image_size,
+        Some(id) => {
+            image
+                .snapshots()
+                .iter()
+                .find(|s| s.id == id)
+                .unwrap()
+                .image_size
+        }
     };
     image.read(0, size, snap).await.unwrap().to_vec()
 }
@@ -62,7 +69,11 @@ pub async fn clones<R: Rados>(_c: &R, io: &R::IoCtx, _c2: &R, _io2: &R::IoCtx) {
     child.acquire_lock().await.unwrap();
     assert_eq!(child.head_overlap(), SIZE);
     assert_eq!(children(io, &parent, snap).await, vec![id.clone()]);
-    assert_eq!(whole(&child, None).await, model.0, "reads through the parent");
+    assert_eq!(
+        whole(&child, None).await,
+        model.0,
+        "reads through the parent"
+    );
 
     // Copy-up around a small write; a whole-object discard inside the overlap zeroes.
     let ops = [
@@ -77,7 +88,11 @@ pub async fn clones<R: Rados>(_c: &R, io: &R::IoCtx, _c2: &R, _io2: &R::IoCtx) {
     ];
     child.apply(&ops, 4).await.unwrap();
     ops.iter().for_each(|op| model.apply(op));
-    assert_eq!(whole(&child, None).await, model.0, "copy-up keeps the parent's bytes");
+    assert_eq!(
+        whole(&child, None).await,
+        model.0,
+        "copy-up keeps the parent's bytes"
+    );
 
     // A snapshot of the clone keeps reading what it saw, before and after later writes.
     let before = model.0.clone();
@@ -91,7 +106,11 @@ pub async fn clones<R: Rados>(_c: &R, io: &R::IoCtx, _c2: &R, _io2: &R::IoCtx) {
     };
     child.apply(std::slice::from_ref(&w), 1).await.unwrap();
     model.apply(&w);
-    assert_eq!(whole(&child, Some(csnap)).await, before, "the clone's snapshot");
+    assert_eq!(
+        whole(&child, Some(csnap)).await,
+        before,
+        "the clone's snapshot"
+    );
     assert_eq!(whole(&child, None).await, model.0);
 
     // A shrink lowers the overlap: growing again reads zeros there.
@@ -106,8 +125,15 @@ pub async fn clones<R: Rados>(_c: &R, io: &R::IoCtx, _c2: &R, _io2: &R::IoCtx) {
     child.flatten().await.unwrap();
     assert_eq!(child.head_overlap(), 0);
     assert_eq!(whole(&child, None).await, model.0, "after flatten");
-    assert_eq!(whole(&child, Some(csnap)).await, before, "snapshot after flatten");
-    assert!(children(io, &parent, snap).await.is_empty(), "deep-flatten detaches");
+    assert_eq!(
+        whole(&child, Some(csnap)).await,
+        before,
+        "snapshot after flatten"
+    );
+    assert!(
+        children(io, &parent, snap).await.is_empty(),
+        "deep-flatten detaches"
+    );
     child.flatten().await.unwrap(); // again: nothing to do
 
     // Another clone, removed: its parent snapshot forgets it.
@@ -120,7 +146,12 @@ pub async fn clones<R: Rados>(_c: &R, io: &R::IoCtx, _c2: &R, _io2: &R::IoCtx) {
         .snap_remove("base", &SnapshotNamespace::User)
         .await
         .unwrap();
-    let trashed = parent.snapshots().iter().find(|s| s.id == snap).cloned().unwrap();
+    let trashed = parent
+        .snapshots()
+        .iter()
+        .find(|s| s.id == snap)
+        .cloned()
+        .unwrap();
     assert!(
         matches!(trashed.snapshot_namespace, SnapshotNamespace::Trash { ref original_name, .. } if original_name == "base"),
         "a snapshot clones read goes to the trash: {trashed:?}"

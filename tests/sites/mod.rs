@@ -16,7 +16,7 @@ use rbd_relay::mirror::{self, Connector, Env, PeerSite, Registry};
 use rbd_relay::rados::faults::{Faults, FaultyRados};
 use rbd_relay::rados::memory::{MemoryCluster, MemoryIoCtx, MemoryRados};
 use rbd_relay::rados::{IoCtx, Rados, RadosResult};
-use rbd_relay::rbd::Image;
+use rbd_relay::rbd::{CloneOf, Image};
 use tokio_util::sync::CancellationToken;
 
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -30,10 +30,20 @@ pub fn logs() {
 
 /// A 32 MiB journaled primary on site-a, mirrored (image mode).
 pub async fn primary(sites: &TwoSites, name: &str) -> PrimaryImage<MemoryIoCtx> {
+    primary_with(sites, name, 32 << 20, None).await
+}
+
+/// As [`primary`], `size` bytes, and with `parent` a clone of a snapshot of site-a.
+pub async fn primary_with(
+    sites: &TwoSites,
+    name: &str,
+    size: u64,
+    parent: Option<CloneOf>,
+) -> PrimaryImage<MemoryIoCtx> {
     let a = sites.site_a.connect();
     let io = a.ioctx(POOL).await.unwrap();
     let global = uuid::Uuid::new_v4().to_string();
-    let img = PrimaryImage::create(&a, io.clone(), name, &global, 32 << 20, 20)
+    let img = PrimaryImage::create_with(&a, io.clone(), name, &global, (size, 20), parent)
         .await
         .unwrap();
     notify_image_updated(&io, img.id(), &global, MirrorImageState::Enabled)

@@ -24,8 +24,8 @@ pub async fn local_parent<I: IoCtx>(
     let Some(link) = cls_image::parent_get(&ctx.remote_io, &header).await? else {
         return Ok(None);
     };
-    let remote_io = (ctx.remote_io.pool_by_id(link.pool_id).await?)
-        .with_namespace(&link.pool_namespace);
+    let remote_io =
+        (ctx.remote_io.pool_by_id(link.pool_id).await?).with_namespace(&link.pool_namespace);
     let ns = match link.pool_namespace.as_str() {
         "" => String::new(),
         ns => format!("{ns}/"),
@@ -38,8 +38,8 @@ pub async fn local_parent<I: IoCtx>(
         Err(e) if e.is_not_found() => return Err(waiting("is not mirrored".into())),
         Err(e) => return Err(e.into()),
     };
-    let snap = cls_image::snapshot_get(&remote_io, &oids::header(&link.image_id), link.snap_id)
-        .await?;
+    let snap =
+        cls_image::snapshot_get(&remote_io, &oids::header(&link.image_id), link.snap_id).await?;
     let local_io = match ctx.local_io.pool_by_name(remote_io.pool_name()).await {
         Ok(io) => io.with_namespace(&link.pool_namespace),
         Err(e) if e.is_not_found() => return Err(waiting("has no pool of its name here".into())),
@@ -52,7 +52,10 @@ pub async fn local_parent<I: IoCtx>(
     };
     let parent = Image::open(local_io.clone(), &local_id).await?;
     let Some(local_snap) = parent.snapshots().iter().find(|s| same_snapshot(s, &snap)) else {
-        return Err(waiting(format!("snapshot {} is not replicated yet", snap.name)));
+        return Err(waiting(format!(
+            "snapshot {} is not replicated yet",
+            snap.name
+        )));
     };
     Ok(Some(CloneOf {
         parent: ParentImageSpec {

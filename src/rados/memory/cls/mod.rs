@@ -9,9 +9,9 @@
 
 mod journal;
 mod lock;
+mod rbd_clone;
 mod rbd_dir;
 mod rbd_id;
-mod rbd_clone;
 mod rbd_image;
 mod rbd_leader;
 mod rbd_mirror;

@@ -59,8 +59,7 @@ fn parent_attach(ctx: &mut ClsContext<'_>, inp: Bytes) -> Result<Bytes> {
         return Err(Errno::ENOENT);
     }
     require_feature(ctx, features::LAYERING)?;
-    if spec.pool_id < 0 || spec.image_id.is_empty() || spec.snap_id == CEPH_NOSNAP || overlap == 0
-    {
+    if spec.pool_id < 0 || spec.image_id.is_empty() || spec.snap_id == CEPH_NOSNAP || overlap == 0 {
         return Err(Errno::EINVAL);
     }
     let wanted = ParentInfo {

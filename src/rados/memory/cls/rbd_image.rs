@@ -360,8 +360,12 @@ fn snapshot_remove(ctx: &mut ClsContext<'_>, inp: Bytes) -> Result<Bytes> {
     if s.protection_status != ProtectionStatus::Unprotected || s.child_count > 0 {
         return Err(Errno::EBUSY);
     }
-    let others: Vec<SnapshotRecord> = snaps(ctx)?.into_iter().filter(|o| o.id != snap_id).collect();
-    let trash_left = (others.iter()).any(|o| matches!(o.snapshot_namespace, SnapshotNamespace::Trash { .. }));
+    let others: Vec<SnapshotRecord> = snaps(ctx)?
+        .into_iter()
+        .filter(|o| o.id != snap_id)
+        .collect();
+    let trash_left =
+        (others.iter()).any(|o| matches!(o.snapshot_namespace, SnapshotNamespace::Trash { .. }));
     let child_snaps = others.iter().any(|o| o.parent_overlap.is_some());
     ctx.omap_remove(&keys::snapshot(snap_id))?;
     let head_child = match super::rbd_clone::parent(ctx)? {
