@@ -261,16 +261,18 @@ impl<I: IoCtx> Image<I> {
 
     /// The parent snapshot forgets this clone.
     pub(super) async fn detach_from_parent(&self, link: &ParentInfo) -> Result<(), RbdError> {
-        detach_child(&self.io, &self.id, link).await
+        detach_child(&self.io, &self.id, link, true).await
     }
 }
 
 /// Image `child_id` in `io`'s pool and namespace leaves the children of its parent
-/// snapshot (clone v2; absent there is fine, so a rerun after a crash finishes the job).
+/// snapshot (clone v2; absent there is fine, so a rerun after a crash finishes the job);
+/// with `purge`, a trashed snapshot it was the last to read goes too.
 pub(super) async fn detach_child<I: IoCtx>(
     io: &I,
     child_id: &str,
     link: &ParentInfo,
+    purge: bool,
 ) -> Result<(), RbdError> {
     let child = ChildImageSpec {
         pool_id: io.pool_id(),
@@ -285,6 +287,9 @@ pub(super) async fn detach_child<I: IoCtx>(
     match cls_image::child_detach(&parent_io, &header, link.snap_id, &child).await {
         Err(e) if e.is_not_found() => {}
         other => other?,
+    }
+    if !purge {
+        return Ok(());
     }
     match Image::open(parent_io, &link.image_id).await {
         Ok(parent) => parent.purge_trashed(link.snap_id).await,

@@ -46,7 +46,7 @@ pub use compare::compare;
 pub use create::{CloneOf, NonPrimarySpec, create_non_primary};
 pub use image::Image;
 pub use lock::LockState;
-pub use remove::remove_image;
+pub use remove::{remove_for_resync, remove_image};
 
 use crate::cls::ClsError;
 use crate::format::DecodeError;

@@ -34,8 +34,19 @@ use crate::rados::{IoCtx, NOSNAP, RadosResult};
 /// Removals in flight at once.
 const IN_FLIGHT: usize = 32;
 
-/// Deletes image `image_id` and everything that belongs to it.
+/// Deletes image `image_id` and everything that belongs to it; a clone that was the last
+/// to read a trashed parent snapshot purges it.
 pub async fn remove_image<I: IoCtx>(io: &I, image_id: &str) -> Result<(), RbdError> {
+    remove(io, image_id, true).await
+}
+
+/// [`remove_image`] before copying the image anew (a resync): a trashed parent snapshot
+/// stays, since the new copy of the clone will read it again.
+pub async fn remove_for_resync<I: IoCtx>(io: &I, image_id: &str) -> Result<(), RbdError> {
+    remove(io, image_id, false).await
+}
+
+async fn remove<I: IoCtx>(io: &I, image_id: &str, purge: bool) -> Result<(), RbdError> {
     let mirror = match cls::mirror::image_get(io, image_id).await {
         Ok(m) => Some(m),
         Err(e) if e.is_not_found() => None,
@@ -83,7 +94,7 @@ pub async fn remove_image<I: IoCtx>(io: &I, image_id: &str) -> Result<(), RbdErr
     }
     gone(io.remove(&oids::object_map(image_id, None)).await)?;
     match cls_image::parent_get(io, &header).await {
-        Ok(Some(link)) => super::clone::detach_child(io, image_id, &link).await?,
+        Ok(Some(link)) => super::clone::detach_child(io, image_id, &link, purge).await?,
         Err(e) if !e.is_not_found() => return Err(e.into()),
         _ => {}
     }

@@ -110,7 +110,7 @@ pub async fn bootstrap<I: IoCtx>(
         }
         if l.resync_requested {
             tracing::info!(pool = %ctx.pool, %global_id, "resync requested: removing the local copy");
-            rbd::remove_image(&ctx.local_io, l.image.id()).await?;
+            rbd::remove_for_resync(&ctx.local_io, l.image.id()).await?;
             local = None;
         }
     }
@@ -127,7 +127,7 @@ pub async fn bootstrap<I: IoCtx>(
         }
         tracing::info!(pool = %ctx.pool, %global_id, "disconnected: resyncing the local copy");
         if let Some(l) = local.take() {
-            rbd::remove_image(&ctx.local_io, l.image.id()).await?;
+            rbd::remove_for_resync(&ctx.local_io, l.image.id()).await?;
         }
         cls_journal::client_update_state(
             &ctx.remote_io,
