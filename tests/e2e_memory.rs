@@ -453,7 +453,7 @@ async fn a_clone_waits_for_its_parent_to_be_mirrored() {
     let daemon = start(&sites);
     let why = wait_for_view(&daemon, |v| v.description.contains("waiting for parent")).await;
     assert!(
-        why.contains("parent rbd/") && why.contains("is not mirrored"),
+        why.contains("waiting for parent rbd/parent: not mirrored"),
         "{why}"
     );
     let io_b = sites.site_b.connect().ioctx(POOL).await.unwrap();

@@ -56,15 +56,6 @@ impl<I: IoCtx> Image<I> {
         (object_no << self.header.order) < self.head_overlap()
     }
 
-    /// This clone as its parent's snapshot lists it.
-    pub fn child_spec(&self) -> ChildImageSpec {
-        ChildImageSpec {
-            pool_id: self.io.pool_id(),
-            pool_namespace: self.io.namespace().to_string(),
-            image_id: self.id.clone(),
-        }
-    }
-
     /// The parent image, opened on first use.
     async fn parent_image(&self) -> Result<&Image<I>, RbdError> {
         let link = self
@@ -265,6 +256,15 @@ impl<I: IoCtx> Image<I> {
     }
 }
 
+/// Image `image_id` of `io`'s pool and namespace as its parent snapshot lists it.
+pub(super) fn child_spec<I: IoCtx>(io: &I, image_id: &str) -> ChildImageSpec {
+    ChildImageSpec {
+        pool_id: io.pool_id(),
+        pool_namespace: io.namespace().to_string(),
+        image_id: image_id.to_string(),
+    }
+}
+
 /// Image `child_id` in `io`'s pool and namespace leaves the children of its parent
 /// snapshot (clone v2; absent there is fine, so a rerun after a crash finishes the job);
 /// with `purge`, a trashed snapshot it was the last to read goes too.
@@ -274,11 +274,7 @@ pub(super) async fn detach_child<I: IoCtx>(
     link: &ParentInfo,
     purge: bool,
 ) -> Result<(), RbdError> {
-    let child = ChildImageSpec {
-        pool_id: io.pool_id(),
-        pool_namespace: io.namespace().to_string(),
-        image_id: child_id.to_string(),
-    };
+    let child = child_spec(io, child_id);
     let parent_io = io
         .pool_by_id(link.pool_id)
         .await?
@@ -313,10 +309,11 @@ impl<I: IoCtx> Image<I> {
             return Ok(());
         }
         tracing::info!(image = %self.id, snapshot = %snap.name, "purging a trashed snapshot its last clone left");
-        match self.io.remove(&self.map_oid(Some(snap_id))).await {
-            Err(e) if !e.is_not_found() => return Err(e.into()),
-            _ => {}
-        }
+        let next_newer = (self.header.snapshots.iter())
+            .map(|s| s.id)
+            .filter(|&id| id > snap_id)
+            .min();
+        self.object_map_snap_remove(snap_id, next_newer).await?;
         match cls_image::snapshot_remove(&self.io, &self.header_oid, snap_id).await {
             Err(e) if e.is_not_found() => {}
             Err(e) if e.is(Errno::EBUSY) => return Ok(()), // a clone attached meanwhile

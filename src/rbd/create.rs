@@ -32,7 +32,7 @@ use crate::format::Decode;
 use crate::format::Encode;
 use crate::format::client_data::{ClientData, IMAGE_CLIENT_ID, TagData, TagPredecessor};
 use crate::format::image::{
-    ChildImageSpec, CreateInput, ParentImageSpec, StripeUnitCount, features, oids, op_features,
+    CreateInput, ParentImageSpec, StripeUnitCount, features, oids, op_features,
 };
 use crate::format::journal::{TAG_CLASS_NEW, header_oid as journal_oid};
 use crate::format::mirror::{MIRRORING_OBJECT, MirrorImage, MirrorImageMode, MirrorImageState};
@@ -222,11 +222,7 @@ async fn attach_parent<I: IoCtx>(
         op_features::CLONE_CHILD,
     )
     .await?;
-    let child = ChildImageSpec {
-        pool_id: io.pool_id(),
-        pool_namespace: io.namespace().to_string(),
-        image_id: id.to_string(),
-    };
+    let child = super::clone::child_spec(io, id);
     let parent_io = io
         .pool_by_id(p.pool_id)
         .await?

@@ -30,24 +30,29 @@ pub async fn local_parent<I: IoCtx>(
         "" => String::new(),
         ns => format!("{ns}/"),
     };
-    let who = format!("parent {}/{ns}{}", remote_io.pool_name(), link.image_id);
-    let waiting = |why: String| ReplayError::WaitingForParent(format!("{who} {why}"));
+    let name = match cls::dir::get_name(&remote_io, &link.image_id).await {
+        Ok(name) => name,
+        Err(e) if e.is_not_found() => link.image_id.clone(), // in the trash there
+        Err(e) => return Err(e.into()),
+    };
+    let who = format!("parent {}/{ns}{name}", remote_io.pool_name());
+    let waiting = |why: String| ReplayError::WaitingForParent(format!("{who}: {why}"));
     let global_id = match cls::mirror::image_get(&remote_io, &link.image_id).await {
         Ok(m) if m.state == MirrorImageState::Enabled => m.global_image_id,
-        Ok(_) => return Err(waiting("is not mirrored".into())),
-        Err(e) if e.is_not_found() => return Err(waiting("is not mirrored".into())),
+        Ok(_) => return Err(waiting("not mirrored".into())),
+        Err(e) if e.is_not_found() => return Err(waiting("not mirrored".into())),
         Err(e) => return Err(e.into()),
     };
     let snap =
         cls_image::snapshot_get(&remote_io, &oids::header(&link.image_id), link.snap_id).await?;
     let local_io = match ctx.local_io.pool_by_name(remote_io.pool_name()).await {
         Ok(io) => io.with_namespace(&link.pool_namespace),
-        Err(e) if e.is_not_found() => return Err(waiting("has no pool of its name here".into())),
+        Err(e) if e.is_not_found() => return Err(waiting("no pool of that name here".into())),
         Err(e) => return Err(e.into()),
     };
     let local_id = match cls::mirror::image_get_image_id(&local_io, &global_id).await {
         Ok(id) => id,
-        Err(e) if e.is_not_found() => return Err(waiting("is not replicated yet".into())),
+        Err(e) if e.is_not_found() => return Err(waiting("not replicated yet".into())),
         Err(e) => return Err(e.into()),
     };
     let parent = Image::open(local_io.clone(), &local_id).await?;
