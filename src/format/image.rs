@@ -344,6 +344,18 @@ impl Encode for ParentInfo {
         });
     }
 }
+impl ParentInfo {
+    /// Which parent snapshot this is, without the overlap.
+    pub fn spec(&self) -> ParentImageSpec {
+        ParentImageSpec {
+            pool_id: self.pool_id,
+            pool_namespace: self.pool_namespace.clone(),
+            image_id: self.image_id.clone(),
+            snap_id: self.snap_id,
+        }
+    }
+}
+
 impl Decode for ParentInfo {
     const MIN_LEN: usize = 6;
     fn decode(d: &mut Decoder) -> Result<Self> {

@@ -20,7 +20,7 @@
 //!
 //! The parent is opened on first use and kept until a refresh finds another link.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
 
 use super::layout::ObjectExtent;
@@ -31,7 +31,7 @@ use crate::format::image::{
     ChildImageSpec, ObjectMapUpdateInput, ParentInfo, SnapshotNamespace, features, oids,
 };
 use crate::format::object_map::ObjectState;
-use crate::rados::{Errno, IoCtx, NOSNAP, ReadOp, SnapContext, WriteOp};
+use crate::rados::{Errno, IoCtx, NOSNAP, RadosResult, ReadOp, SnapContext, WriteOp};
 
 /// How many objects a flatten copies up at once.
 const FLATTEN_IN_FLIGHT: usize = 16;
@@ -63,11 +63,7 @@ impl<I: IoCtx> Image<I> {
             .ok_or_else(|| RbdError::Invalid(format!("image {} has no parent", self.id)))?;
         self.parent_image
             .get_or_try_init(|| async {
-                let io = self
-                    .io
-                    .pool_by_id(link.pool_id)
-                    .await?
-                    .with_namespace(&link.pool_namespace);
+                let io = pool_in(&self.io, link.pool_id, &link.pool_namespace).await?;
                 let parent = Box::pin(Image::open(io, &link.image_id)).await?;
                 Ok::<_, RbdError>(Box::new(parent))
             })
@@ -76,43 +72,34 @@ impl<I: IoCtx> Image<I> {
     }
 
     /// The parent's bytes for image extent `[offset, offset + length)` as seen at `snap`
-    /// (HEAD or one of this image's snapshots), zeros past the overlap; `None` when none
-    /// of it lies within the overlap.
+    /// (HEAD or one of this image's snapshots), cut at the overlap (empty when all of it
+    /// lies past it): what follows reads as zeros, to a read and to a copy-up alike.
     pub(super) async fn read_parent(
         &self,
         offset: u64,
         length: u64,
         snap: u64,
-    ) -> Result<Option<Bytes>, RbdError> {
+    ) -> Result<Bytes, RbdError> {
         let overlap = match (self.parent(), snap) {
-            (None, _) => return Ok(None),
+            (None, _) => return Ok(Bytes::new()),
             (Some(_), NOSNAP) => self.head_overlap(),
             (Some(_), s) => cls_image::parent_overlap_get(&self.io, &self.header_oid, s)
                 .await?
                 .unwrap_or(0),
         };
         if offset >= overlap {
-            return Ok(None);
+            return Ok(Bytes::new());
         }
         let parent = self.parent_image().await?;
         let snap_id = self.parent().map_or(NOSNAP, |p| p.snap_id);
         let inside = length.min(overlap - offset);
-        let data = Box::pin(parent.read(offset, inside, Some(snap_id))).await?;
-        if inside == length {
-            return Ok(Some(data));
-        }
-        let mut padded = BytesMut::zeroed(length as usize);
-        padded[..data.len()].copy_from_slice(&data);
-        Ok(Some(padded.freeze()))
+        Box::pin(parent.read(offset, inside, Some(snap_id))).await
     }
 
-    /// A piece of an object this image lacks, as the parent supplies it (or zeros).
+    /// A piece of an object this image lacks, as the parent supplies it (maybe short).
     pub(super) async fn read_absent(&self, p: &ObjectExtent, snap: u64) -> Result<Bytes, RbdError> {
         let offset = (p.object_no << self.header.order) + p.offset;
-        match self.read_parent(offset, p.length, snap).await? {
-            Some(data) => Ok(data),
-            None => Ok(Bytes::new()),
-        }
+        self.read_parent(offset, p.length, snap).await
     }
 
     /// Whether object `object_no` of HEAD needs a copy-up before a write: `Some` when the
@@ -152,7 +139,7 @@ impl<I: IoCtx> Image<I> {
         }
         let offset = object_no << self.header.order;
         let length = self.object_size().min(self.header.size - offset);
-        let data = (self.read_parent(offset, length, NOSNAP).await?).unwrap_or_default();
+        let data = self.read_parent(offset, length, NOSNAP).await?;
         self.shared.check_writable()?;
         let op = cls_image::copyup(WriteOp::new(), data).snap_context(SnapContext::default());
         self.data_io
@@ -256,6 +243,12 @@ impl<I: IoCtx> Image<I> {
     }
 }
 
+/// Pool `pool_id` of `io`'s cluster, in RBD namespace `namespace`: where a parent (or a
+/// child) named by a link lives.
+pub(crate) async fn pool_in<I: IoCtx>(io: &I, pool_id: i64, namespace: &str) -> RadosResult<I> {
+    Ok(io.pool_by_id(pool_id).await?.with_namespace(namespace))
+}
+
 /// Image `image_id` of `io`'s pool and namespace as its parent snapshot lists it.
 pub(super) fn child_spec<I: IoCtx>(io: &I, image_id: &str) -> ChildImageSpec {
     ChildImageSpec {
@@ -275,10 +268,7 @@ pub(super) async fn detach_child<I: IoCtx>(
     purge: bool,
 ) -> Result<(), RbdError> {
     let child = child_spec(io, child_id);
-    let parent_io = io
-        .pool_by_id(link.pool_id)
-        .await?
-        .with_namespace(&link.pool_namespace);
+    let parent_io = pool_in(io, link.pool_id, &link.pool_namespace).await?;
     let header = oids::header(&link.image_id);
     match cls_image::child_detach(&parent_io, &header, link.snap_id, &child).await {
         Err(e) if e.is_not_found() => {}

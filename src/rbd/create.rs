@@ -203,11 +203,7 @@ async fn attach_parent<I: IoCtx>(
     match cls_image::parent_attach(io, header, p, clone.overlap).await {
         Err(e) if e.is(Errno::EEXIST) => {
             let linked = cls_image::parent_get(io, header).await?;
-            let same = linked.as_ref().is_some_and(|l| {
-                (l.pool_id, &l.pool_namespace, &l.image_id, l.snap_id)
-                    == (p.pool_id, &p.pool_namespace, &p.image_id, p.snap_id)
-            });
-            if !same {
+            if linked.as_ref().is_none_or(|l| l.spec() != *p) {
                 return Err(RbdError::Exists(format!(
                     "image {id} with another parent ({linked:?})"
                 )));
@@ -223,10 +219,7 @@ async fn attach_parent<I: IoCtx>(
     )
     .await?;
     let child = super::clone::child_spec(io, id);
-    let parent_io = io
-        .pool_by_id(p.pool_id)
-        .await?
-        .with_namespace(&p.pool_namespace);
+    let parent_io = super::clone::pool_in(io, p.pool_id, &p.pool_namespace).await?;
     match cls_image::child_attach(&parent_io, &oids::header(&p.image_id), p.snap_id, &child).await {
         Err(e) if e.is(Errno::EEXIST) => Ok(()),
         other => other.map_err(RbdError::from),

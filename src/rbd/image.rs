@@ -143,12 +143,8 @@ impl<I: IoCtx> Image<I> {
             ),
             None => None,
         };
-        let same_parent = |a: &ParentInfo, b: &ParentInfo| {
-            (a.pool_id, &a.pool_namespace, &a.image_id, a.snap_id)
-                == (b.pool_id, &b.pool_namespace, &b.image_id, b.snap_id)
-        };
         let keep = match (&parent, &self.header.parent) {
-            (Some(a), Some(b)) => same_parent(a, b),
+            (Some(a), Some(b)) => a.spec() == b.spec(),
             _ => false,
         };
         if !keep {

@@ -10,7 +10,7 @@ use crate::cls::{self, image as cls_image};
 use crate::format::image::{ParentImageSpec, SnapshotInfo, SnapshotNamespace, oids};
 use crate::format::mirror::MirrorImageState;
 use crate::rados::IoCtx;
-use crate::rbd::{CloneOf, Image};
+use crate::rbd::{self, CloneOf, Image};
 
 use super::{PoolCtx, ReplayError};
 
@@ -24,8 +24,7 @@ pub async fn local_parent<I: IoCtx>(
     let Some(link) = cls_image::parent_get(&ctx.remote_io, &header).await? else {
         return Ok(None);
     };
-    let remote_io =
-        (ctx.remote_io.pool_by_id(link.pool_id).await?).with_namespace(&link.pool_namespace);
+    let remote_io = rbd::clone::pool_in(&ctx.remote_io, link.pool_id, &link.pool_namespace).await?;
     let ns = match link.pool_namespace.as_str() {
         "" => String::new(),
         ns => format!("{ns}/"),
