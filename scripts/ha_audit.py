@@ -32,14 +32,14 @@ def delays(path, start, steady, rolled):
         base = sorted(r["delay"] for r in rows if r["image"] == img and start <= r["t"] < steady)
         roll = [r["delay"] for r in rows if r["image"] == img and steady <= r["t"] <= rolled]
         if not base or not roll:
-            say(f"rolling restart: {img}: no samples")
+            say(f"FAIL: rolling restart: {img}: no samples")
             bad = True
             continue
         ok = max(roll) <= base[-1] + SLACK
         bad |= not ok
         say(f"rolling restart: {img}: {len(roll)} writes, delay max {max(roll):.3f} s "
             f"(steady: median {base[len(base) // 2]:.3f} s, worst {base[-1]:.3f} s)"
-            + ("" if ok else f": more than {SLACK} s beyond the steady worst"))
+            + ("" if ok else f": FAIL, more than {SLACK} s beyond the steady worst"))
     return bad
 
 
@@ -73,7 +73,7 @@ def locks(ids_path, logs):
             takes += 1
             h = holder.get(img)
             if h not in (None, gid) and (img, h) not in broken:
-                say(f"lock audit: {t}: client {gid} took image {img} while {h} held it")
+                say(f"FAIL: lock audit: {t}: client {gid} took image {img} while {h} held it")
                 bad = True
             holder[img] = gid
         elif holder.get(img) == gid:
@@ -84,7 +84,7 @@ def locks(ids_path, logs):
             # reach the OSD.
             pass
         else:
-            say(f"lock audit: {t}: client {gid} released image {img} held by {holder.get(img)}")
+            say(f"FAIL: lock audit: {t}: client {gid} released image {img} held by {holder.get(img)}")
             bad = True
     say(f"lock audit: {takes} acquisitions of {len(ids)} images, {len(broken)} locks broken "
         f"after fencing their holder, {'overlaps found' if bad else 'no overlap'}")

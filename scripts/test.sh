@@ -33,7 +33,7 @@ run() {
   local log=$logs/$steps.log
   "$@" 2>&1 | tee "$log" && return 0
   status=${PIPESTATUS[0]}
-  failed+=("$*"$'\n'"$(grep -E 'FAIL|panicked|[Ee]rror:|error =|differ|within [0-9]+ s' "$log" | tail -n 15 || true)")
+  failed+=("$*"$'\n'"$(grep -E 'FAIL|DIFFERENT|panicked|[Ee]rror:|error =|differ|within [0-9]+ s' "$log" | tail -n 15 || true)")
 }
 # The conformance suite once per backend, so each backend's count shows on its own line.
 run cargo test --test conformance -- memory

@@ -51,4 +51,5 @@ both_backends!(
     lock_cases::stale_snap_context,
     lock_cases::blocklisted_client_stops_writing,
     lock_cases::releasing_holder_is_not_fenced,
+    lock_cases::handed_over_on_release_notify,
 );

@@ -188,26 +188,41 @@ impl<I: IoCtx> Follower<I> {
         stats: Arc<FollowerStats>,
     ) -> Result<Self, JournalError> {
         let header = header_oid(journal_id);
-        let client = match cls::get_client(&io, &header, client_id).await {
-            Err(e) if e.is_not_found() => {
-                cls::client_register(&io, &header, client_id, client_data).await?;
-                cls::get_client(&io, &header, client_id).await?
+        let registered = async {
+            match cls::get_client(&io, &header, client_id).await {
+                Err(e) if e.is_not_found() => {
+                    cls::client_register(&io, &header, client_id, client_data).await?;
+                    cls::get_client(&io, &header, client_id).await
+                }
+                other => other,
             }
-            other => other?,
         };
-        if client.state == ClientState::Disconnected {
-            return Err(JournalError::Disconnected {
-                journal: journal_id.into(),
-                client: client_id.into(),
-            });
-        }
-        // Watch before the first read: whatever is written after the read is notified.
-        let watch = io.watch_with(&header, AckMode::Auto).await?;
+        // Together: a replayer taking an image over waits for both. The watch comes before
+        // the reader's first read: whatever is written after that read is notified.
+        let (client, watch) = tokio::join!(registered, io.watch_with(&header, AckMode::Auto));
+        let watch = watch?;
+        let opened = match client {
+            Ok(client) if client.state == ClientState::Disconnected => {
+                Err(JournalError::Disconnected {
+                    journal: journal_id.into(),
+                    client: client_id.into(),
+                })
+            }
+            Ok(client) => JournalReader::open(io.clone(), journal_id, &client.commit_position)
+                .await
+                .map(|reader| (client, reader)),
+            Err(e) => Err(e.into()),
+        };
+        let (client, reader) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                let _ = io.unwatch(watch.cookie).await;
+                return Err(e);
+            }
+        };
         stats.watch.store(watch.cookie, Ordering::Relaxed);
-        let g = cls::geometry(&io, &header).await?;
-        let reader = JournalReader::open(io.clone(), journal_id, &client.commit_position).await?;
         Ok(Follower {
-            commit: CommitPosition::new(g.splay_width, &client.commit_position),
+            commit: CommitPosition::new(reader.splay_width(), &client.commit_position),
             committed: client.commit_position,
             io,
             header,

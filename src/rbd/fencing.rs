@@ -11,13 +11,16 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
 use super::{Image, RbdError};
 use crate::cls;
 use crate::format::Encode;
 use crate::format::image::oids;
 use crate::format::lock::RBD_LOCK_NAME;
 use crate::format::notify::HeaderNotify;
-use crate::rados::{Fence, IoCtx};
+use crate::rados::{AckMode, Fence, IoCtx, WatchEvent};
 
 /// How long a fenced client stays blocklisted (librbd: `rbd_blocklist_expire_seconds`, whose
 /// 0 means the cluster default of one hour).
@@ -40,6 +43,67 @@ pub enum Dead {
     Silent,
     /// Its header watch is gone (a primary: librbd's rule, see the module doc).
     Unwatched,
+}
+
+/// [`acquire`], and while the holder lives, up to `wait` for it to hand the lock over. A
+/// daemon handing an image to another (a clean stop, a join, a balance move) releases
+/// within a few hundred milliseconds and notifies `ReleasedLock` on the header: hearing
+/// it ends the wait at once, where a retry timer would add up to its period to every
+/// hand-over. `LockBusy` when the holder still has the lock after `wait` (or on cancel).
+pub async fn acquire_handed_over<I: IoCtx>(
+    fence: &dyn Fence,
+    peer: Option<&dyn Fence>,
+    dead: Dead,
+    image: &mut Image<I>,
+    wait: Duration,
+    cancel: &CancellationToken,
+) -> Result<(), RbdError> {
+    match acquire(fence, peer, dead, image).await {
+        Err(RbdError::LockBusy { .. }) => {}
+        other => return other,
+    }
+    let io = image.io().clone();
+    let mut watch = io
+        .watch_with(&oids::header(image.id()), AckMode::Auto)
+        .await?;
+    let deadline = Instant::now() + wait;
+    // Each attempt follows the watch, so a release right after it is heard. An attempt is
+    // never cut short (a lock taken but not recorded would be orphaned): only waits are.
+    let result = loop {
+        match image.acquire_lock().await {
+            Err(e @ RbdError::LockBusy { .. }) => {
+                let released = tokio::select! {
+                    _ = cancel.cancelled() => false,
+                    _ = tokio::time::sleep_until(deadline) => false,
+                    r = released(&mut watch) => r,
+                };
+                if !released {
+                    break Err(e);
+                }
+            }
+            other => break other,
+        }
+    };
+    let _ = io.unwatch(watch.cookie).await;
+    result
+}
+
+/// Waits for a `ReleasedLock` notify: true then, or when notifies were dropped (one may
+/// have been it); false when the watch broke (the caller's retry timer takes over).
+async fn released(watch: &mut crate::rados::Watch) -> bool {
+    while let Some(event) = watch.next().await {
+        match event {
+            WatchEvent::Notify(n) => {
+                if let Ok(HeaderNotify::ReleasedLock { .. }) = HeaderNotify::from_payload(n.payload)
+                {
+                    return true;
+                }
+            }
+            WatchEvent::Lagged => return true,
+            WatchEvent::Error(_) => return false,
+        }
+    }
+    false
 }
 
 /// Acquires the lock, breaking a dead holder's lock first. `LockBusy` when the holder lives.

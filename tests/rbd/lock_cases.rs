@@ -3,7 +3,8 @@
 //! promotion's journal notify alone), a second
 //! locker refused, a header moved by someone else stops writes until a refresh, a
 //! blocklisted client stops writing at once, and a holder releasing while another client
-//! looks for dead holders is not fenced.
+//! looks for dead holders is not fenced; a contender waiting for a hand-over takes the
+//! lock on the holder's release notify.
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use rbd_relay::rados::faults::{Faults, FaultyIoCtx};
 use rbd_relay::rados::{IoCtx, Rados, RadosOp, WriteOp};
 use rbd_relay::rbd::fencing::{self, Dead};
 use rbd_relay::rbd::{Image, LockState, RbdError};
+use tokio_util::sync::CancellationToken;
 
 use crate::cases::{OBJ, locked_image, pattern};
 
@@ -229,5 +231,56 @@ pub async fn releasing_holder_is_not_fenced<R: Rados>(
     )
     .await
     .expect("the holder that released is not blocklisted");
+    taker.release_lock().await.unwrap();
+}
+
+/// A contender waiting for a live holder (a daemon handing the image over) takes the lock
+/// when the holder's release notify arrives, well before its wait ends; a holder that
+/// keeps the lock leaves it `LockBusy` after the wait, neither fenced.
+pub async fn handed_over_on_release_notify<R: Rados>(
+    c1: &R,
+    io1: &R::IoCtx,
+    _c2: &R,
+    io2: &R::IoCtx,
+) {
+    let mut holder = locked_image(io2, "handover").await;
+    let mut taker = Image::open(io1.clone(), holder.id()).await.unwrap();
+    let cancel = CancellationToken::new();
+    let kept = fencing::acquire_handed_over(
+        c1,
+        None,
+        Dead::Silent,
+        &mut taker,
+        Duration::from_millis(300),
+        &cancel,
+    )
+    .await;
+    assert!(matches!(kept, Err(RbdError::LockBusy { .. })), "{kept:?}");
+    assert_eq!(*holder.lock_state().borrow(), LockState::Held);
+
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        holder.release_lock().await.unwrap();
+    };
+    // Only the release notify can end this wait in time: no retry timer runs meanwhile.
+    let (taken, ()) = tokio::join!(
+        fencing::acquire_handed_over(
+            c1,
+            None,
+            Dead::Silent,
+            &mut taker,
+            Duration::from_secs(20),
+            &cancel,
+        ),
+        release
+    );
+    taken.unwrap();
+    assert_eq!(*taker.lock_state().borrow(), LockState::Held);
+    io2.operate_write(
+        "handover-holder-alive",
+        WriteOp::new().write_full(pattern(4, 10)),
+    )
+    .await
+    .expect("the holder that handed over is not blocklisted");
     taker.release_lock().await.unwrap();
 }

@@ -310,9 +310,14 @@ enum Stopped {
 /// How long a replayer on its way out (or parking) waits for the remote cluster.
 pub(crate) const REMOTE_GRACE: Duration = Duration::from_secs(5);
 
-/// How soon a replayer tries again for a lock another instance holds: a clean hand-over
-/// releases it within a few hundred milliseconds; a dead holder is fenced at the next try
-/// after its watch stops answering.
+/// How long a replayer waits for a live holder of its image's lock (another instance) to
+/// release it: a clean hand-over does within a few hundred milliseconds, and its release
+/// notify ends the wait. Longer, and the replayer bootstraps again (what it found may
+/// have changed meanwhile).
+const HANDOVER_WAIT: Duration = Duration::from_secs(1);
+
+/// How soon a replayer tries again for a lock a live holder kept past `HANDOVER_WAIT`; a
+/// dead holder is fenced at the next try after its watch stops answering.
 fn lock_busy_backoff() -> Backoff {
     Backoff::new(Duration::from_millis(100), 2, Duration::from_millis(500))
 }
@@ -489,11 +494,13 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
         } = ready;
         self.view.name = local.name().to_string();
         local.describe_lock(rbd::fencing::peer_client_description(&self.ctx.remote_addr));
-        rbd::fencing::acquire(
+        rbd::fencing::acquire_handed_over(
             &self.env.local,
             Some(self.ctx.remote_fence.as_ref()),
             rbd::fencing::Dead::Silent,
             &mut local,
+            HANDOVER_WAIT,
+            cancel,
         )
         .await?;
         // A promotion takes this lock: holding it, we see the owner it left for good.
