@@ -494,7 +494,7 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
         } = ready;
         self.view.name = local.name().to_string();
         local.describe_lock(rbd::fencing::peer_client_description(&self.ctx.remote_addr));
-        rbd::fencing::acquire_handed_over(
+        match rbd::fencing::acquire_handed_over(
             &self.env.local,
             Some(self.ctx.remote_fence.as_ref()),
             rbd::fencing::Dead::Silent,
@@ -502,7 +502,14 @@ impl<R: Rados, C: Connector<Rados = R>> ImageReplayer<R, C> {
             HANDOVER_WAIT,
             cancel,
         )
-        .await?;
+        .await
+        {
+            // A stop while waiting for the holder is no failure to report.
+            Err(RbdError::LockBusy { .. }) if cancel.is_cancelled() => {
+                return Ok(Stopped::Cancelled);
+            }
+            other => other?,
+        }
         // A promotion takes this lock: holding it, we see the owner it left for good.
         if bootstrap::newest_tag(local.io(), &header_oid(local.id()))
             .await?
