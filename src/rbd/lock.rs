@@ -229,20 +229,18 @@ impl<I: IoCtx> Image<I> {
         // Lock audits (scripts/ha-check) pair this line with "releasing the exclusive lock"
         // across daemons' logs.
         tracing::info!(image = %self.id, gid, "exclusive lock acquired");
-        let acquired = HeaderNotify::AcquiredLock {
+        self.notify_lock(HeaderNotify::AcquiredLock {
             client_id: ClientId {
                 gid,
                 handle: watch_cookie,
             },
-        };
-        // The notify only informs the other watchers: it runs alongside the refresh, which
-        // a replayer taking the image over waits for.
-        let notified = notify_lock(self.io.clone(), self.header_oid.clone(), acquired);
-        let (_, loaded) = tokio::join!(notified, async {
-            self.refresh().await?;
-            self.load_object_map().await
-        });
-        if let Err(e) = loaded {
+        })
+        .await;
+        if let Err(e) = self.refresh().await {
+            self.release_lock().await?;
+            return Err(e);
+        }
+        if let Err(e) = self.load_object_map().await {
             self.release_lock().await?;
             return Err(e);
         }
@@ -268,13 +266,13 @@ impl<I: IoCtx> Image<I> {
             tracing::debug!(image = %self.id, gid = held.gid, "exclusive lock released");
         }
         if !lost {
-            let released = HeaderNotify::ReleasedLock {
+            self.notify_lock(HeaderNotify::ReleasedLock {
                 client_id: ClientId {
                     gid: held.gid,
                     handle: held.watch_cookie,
                 },
-            };
-            notify_lock(self.io.clone(), self.header_oid.clone(), released).await;
+            })
+            .await;
         }
         // The watch task answers until the lock is gone: a client checking whether the
         // holder lives (fencing) must get its ack, or it would blocklist us.
@@ -335,6 +333,17 @@ impl<I: IoCtx> Image<I> {
         RbdError::LockBusy { owner }
     }
 
+    async fn notify_lock(&self, msg: HeaderNotify) {
+        let timeout = super::image::NOTIFY_TIMEOUT;
+        if let Err(e) = self
+            .io
+            .notify(&self.header_oid, msg.to_bytes(), timeout)
+            .await
+        {
+            tracing::warn!(image = %self.id, error = %e, "lock notify failed");
+        }
+    }
+
     /// Checks, before header changes, that we still own the image.
     pub(super) async fn assert_locked(&self) -> Result<(), RbdError> {
         self.shared.check_writable()?;
@@ -356,15 +365,6 @@ impl<I: IoCtx> Image<I> {
 
 /// How long a header notify's ack may wait for the snap context check.
 const STALE_CHECK_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Tells the header's other watchers that the lock changed hands (owned arguments, so it
-/// can run alongside the image's own calls); a failure is only logged.
-async fn notify_lock<I: IoCtx>(io: I, header_oid: String, msg: HeaderNotify) {
-    let timeout = super::image::NOTIFY_TIMEOUT;
-    if let Err(e) = io.notify(&header_oid, msg.to_bytes(), timeout).await {
-        tracing::warn!(object = %header_oid, error = %e, "lock notify failed");
-    }
-}
 
 /// Serves the header watch while the lock is held: answers lock requests, acks everything
 /// else at once, notices a moved snap context, and reports a broken watch as a lost lock.
